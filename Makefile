@@ -1,0 +1,29 @@
+# One venv for everything. `make demo` runs the main job, `make test` the test suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	# torch first, pinned to the release served from the machine's disk, so pip never pulls another build
+	$(PY) -m pip install "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) studies/ablation.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) studies/speed.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Ray cluster files (AWS launcher, KubeRay RayJob) and a local multi-node Ray in network namespaces for tests."""

@@ -1,0 +1,151 @@
+"""MVTec AD and the generic user folder: the same layout, with or without the category level.
+
+MVTec AD:  <root>/<category>/train/good/*.png
+           <root>/<category>/test/good/*.png            (normal test images)
+           <root>/<category>/test/<defect>/*.png        (anomalous, label 1)
+           <root>/<category>/ground_truth/<defect>/<stem>_mask.png
+Folder:    the same without <category>: <root>/train/good/*, optional <root>/test/good/*, <root>/test/<defect>/*
+           with masks at <root>/ground_truth/<defect>/<stem>_mask.png; its one category is named after <root>.
+Any image extension in IMAGE_EXTENSIONS is accepted; hidden files and other extensions are ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from dsr.data.dataset import NORMAL_FOLDER, AnomalyDataset, Sample
+from dsr.data.io import is_image_file
+
+SPLITS = ("train", "test")
+MASK_SUFFIX = "_mask"
+
+
+def natural_key(path: Path) -> list:
+    """Sort key that orders '2.png' before '10.png'."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly inside `folder`, in natural order."""
+    return sorted((p for p in folder.iterdir() if is_image_file(p)), key=natural_key)
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return split
+
+
+def check_root(root: Path | str) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder")
+    return root
+
+
+def looks_like_category(folder: Path) -> bool:
+    """A folder with the MVTec per-category layout (train/good inside)."""
+    return (folder / "train" / NORMAL_FOLDER).is_dir()
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
+
+
+def _train_samples(base: Path, category: str) -> list[Sample]:
+    good = base / "train" / NORMAL_FOLDER
+    if not good.is_dir():
+        raise FileNotFoundError(f"expected normal training images in {good}, which does not exist")
+    files = image_files(good)
+    if not files:
+        raise ValueError(f"zero images in {good} (extensions looked for: any image file type)")
+    return [Sample(p, 0, None, category, NORMAL_FOLDER) for p in files]
+
+
+def _test_samples(base: Path, category: str) -> list[Sample]:
+    test = base / "test"
+    if not test.is_dir():
+        raise FileNotFoundError(f"expected test images in {test}/<good or defect>/, but {test} does not exist")
+    loose = image_files(test)
+    if loose:
+        raise ValueError(f"found images directly in {test} (e.g. {loose[0].name}); expected them in "
+                         f"sub-folders {test}/good/ and {test}/<defect type>/")
+    samples: list[Sample] = []
+    defect_folders = []
+    for folder in _subfolders(test):
+        files = image_files(folder)
+        if folder.name == NORMAL_FOLDER:
+            samples += [Sample(p, 0, None, category, NORMAL_FOLDER) for p in files]
+            continue
+        defect_folders.append(folder.name)
+        masks_dir = base / "ground_truth" / folder.name
+        for image in files:
+            mask = masks_dir / f"{image.stem}{MASK_SUFFIX}.png"
+            if not mask.is_file():
+                raise FileNotFoundError(f"anomalous test image {image} has no mask: expected {mask}")
+            samples.append(Sample(image, 1, mask, category, folder.name))
+    _check_masks_have_images(base, defect_folders)
+    if not samples:
+        raise ValueError(f"zero test images in the sub-folders of {test}")
+    return samples
+
+
+def _check_masks_have_images(base: Path, defect_folders: list[str]) -> None:
+    """Every mask under ground_truth/ must belong to a test image (else the layout or names are wrong)."""
+    gt = base / "ground_truth"
+    if not gt.is_dir():
+        return
+    for folder in _subfolders(gt):
+        test_dir = base / "test" / folder.name
+        stems = {p.stem for p in image_files(test_dir)} if folder.name in defect_folders else set()
+        for mask in image_files(folder):
+            if not mask.stem.endswith(MASK_SUFFIX):
+                raise ValueError(f"mask file {mask} should be named <image stem>{MASK_SUFFIX}.png")
+            stem = mask.stem[: -len(MASK_SUFFIX)]
+            if stem not in stems:
+                raise ValueError(f"mask {mask} has no image: expected {test_dir}/{stem}.<ext>")
+
+
+def category_samples(base: Path, category: str, split: str) -> list[Sample]:
+    """The samples of one MVTec-layout category folder `base`."""
+    return _train_samples(base, category) if check_split(split) == "train" else _test_samples(base, category)
+
+
+def mvtec(
+    root: Path | str, category: str, split: str, image_size: int = 256, channel_order: str = "rgb",
+    antialias: bool = True,
+) -> AnomalyDataset:
+    """One MVTec AD category (`root` is the folder holding the category folders). Raises FileNotFoundError /
+    ValueError naming the path on a wrong layout, zero images or a missing mask."""
+    root = check_root(root)
+    check_split(split)
+    base = root / category
+    if not base.is_dir():
+        present = [p.name for p in _subfolders(root) if looks_like_category(p)]
+        hint = ""
+        if looks_like_category(root):
+            hint = f"; {root} itself looks like a category folder: pass its parent {root.parent} as root"
+        raise FileNotFoundError(f"category folder {base} not found (expected <root>/<category>/train/good/); "
+                                f"categories present in {root}: {present}{hint}")
+    samples = category_samples(base, category, split)
+    return AnomalyDataset(samples, image_size, channel_order, antialias, name=f"{category}/{split}")
+
+
+def folder(
+    root: Path | str, split: str, image_size: int = 256, channel_order: str = "rgb", antialias: bool = True
+) -> AnomalyDataset:
+    """A user folder in the MVTec layout without the category level (see the module docstring). Its category is
+    named after the folder. Raises like `mvtec`, and says so when `root` holds category folders instead."""
+    root = check_root(root)
+    check_split(split)
+    if not looks_like_category(root):
+        nested = [p.name for p in _subfolders(root) if looks_like_category(p)]
+        hint = (f"; it holds category folders {nested}: pass one of them as root, or use kind 'mvtec'"
+                if nested else "")
+        raise FileNotFoundError(f"expected {root / 'train' / NORMAL_FOLDER} with normal images "
+                                f"(layout <root>/train/good/, <root>/test/<defect>/, <root>/ground_truth/)"
+                                f"{hint}")
+    category = root.resolve().name
+    return AnomalyDataset(category_samples(root, category, split), image_size, channel_order, antialias,
+                          name=f"{category}/{split}")
