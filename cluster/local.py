@@ -19,6 +19,7 @@ script that calls `ray.init()` or `ray.init(address=os.environ["RAY_ADDRESS"])` 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
@@ -149,6 +150,8 @@ def multinode_cluster(
     temp_root = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir="/tmp"))  # short: Ray's socket paths must stay < 108
     created: list[str] = []
     node_env = _node_env(env)
+    seen: set[int] = set()
+    previous_subreaper = _set_child_subreaper(True)  # `ray start` daemonises: adopt its orphans so we can reap them
     try:
         _create_network(switch_ns, node_ns, node_ip, created)
         ray_bin = _ray_executable()
@@ -186,7 +189,9 @@ def multinode_cluster(
             raise RuntimeError(f"namespaced Ray cluster did not come up: {_tail(waited.stderr)}")
         yield handle
     finally:
-        _teardown(created, switch_ns)
+        _teardown(created, switch_ns, seen)
+        _reap(seen, wait=2.0)
+        _set_child_subreaper(previous_subreaper)
         shutil.rmtree(temp_root, ignore_errors=True)
 
 
@@ -238,16 +243,25 @@ def _ray_start(ray_bin: str, ns: str, args: list[str], env: Mapping[str, str], t
         raise RuntimeError(f"`ray start` in namespace {ns} failed: {_tail(result.stdout + result.stderr)}")
 
 
-def _teardown(namespaces: list[str], switch_ns: str) -> None:
-    """End every process in the node namespaces by pid (SIGTERM, then SIGKILL) and delete all namespaces."""
+def _teardown(namespaces: list[str], switch_ns: str, seen: set[int]) -> None:
+    """End every process in the node namespaces by pid (SIGTERM, then SIGKILL) and delete all namespaces.
+
+    Every pid met is added to `seen`, so the caller can reap the ones that became its children.
+    """
     nodes = [ns for ns in namespaces if ns != switch_ns]
-    for ns in nodes:
-        _signal_pids(_netns_pids(ns), signal.SIGTERM)
+
+    def alive() -> list[int]:
+        pids = [pid for ns in nodes for pid in _netns_pids(ns)]
+        seen.update(pids)
+        _reap(seen)  # a killed child of ours stays listed until reaped
+        return pids
+
+    _signal_pids(alive(), signal.SIGTERM)
     deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline and any(_netns_pids(ns) for ns in nodes):
+    while time.monotonic() < deadline and alive():
         time.sleep(0.2)
     for _ in range(50):  # gcs_server and raylet may ignore SIGTERM while busy
-        left = [pid for ns in nodes for pid in _netns_pids(ns)]
+        left = alive()
         if not left:
             break
         _signal_pids(left, signal.SIGKILL)
@@ -260,6 +274,40 @@ def _netns_pids(ns: str) -> list[int]:
     """Pids of the processes living in network namespace `ns` (empty if it does not exist)."""
     result = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
     return [int(tok) for tok in result.stdout.split() if tok.isdigit()] if result.returncode == 0 else []
+
+
+def _reap(pids: set[int], wait: float = 0.0) -> None:
+    """Collect the exit status of those `pids` that are our exited children (no zombies left behind).
+
+    Pids that are not our children are dropped; with `wait` > 0, retry that long for children still exiting.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        for pid in list(pids):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # not (or no longer) our child
+                done = pid
+            if done:
+                pids.discard(pid)
+        if not pids or time.monotonic() >= deadline:
+            return
+        time.sleep(0.05)
+
+
+_PR_SET_CHILD_SUBREAPER, _PR_GET_CHILD_SUBREAPER = 36, 37
+
+
+def _set_child_subreaper(on: bool) -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux prctl); returns the previous setting."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        previous = ctypes.c_int(0)
+        libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(previous), 0, 0, 0)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
+        return bool(previous.value)
+    except (OSError, AttributeError):  # not Linux: orphans go to init as usual
+        return False
 
 
 def _signal_pids(pids: Sequence[int], sig: signal.Signals) -> None:
