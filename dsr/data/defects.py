@@ -66,8 +66,8 @@ def scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np
     """A bright, slightly curved stroke, like a scratch through the surface coating."""
     size = image.shape[0]
     canvas, draw = _canvas(size)
-    width = rng.uniform(0.035, 0.05) * size * SUPERSAMPLE
-    points = _polyline(rng, size, segments=int(rng.integers(2, 4)), length=rng.uniform(0.6, 0.9), turn=0.3)
+    width = rng.uniform(0.04, 0.055) * size * SUPERSAMPLE
+    points = _polyline(rng, size, segments=int(rng.integers(2, 4)), length=rng.uniform(0.65, 0.95), turn=0.3)
     draw.line(points, fill=255, width=int(round(width)), joint="curve")
     coverage = _coverage(canvas, size)
     colour = np.full(3, rng.uniform(0.85, 1.0), dtype=np.float32)
@@ -115,7 +115,7 @@ def hole(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     size = image.shape[0]
     canvas, draw = _canvas(size)
     centre = rng.uniform(0.2, 0.8, size=2) * size * SUPERSAMPLE
-    radius = rng.uniform(0.08, 0.13) * size * SUPERSAMPLE
+    radius = rng.uniform(0.09, 0.14) * size * SUPERSAMPLE
     angles = np.sort(rng.uniform(0, 2 * np.pi, size=14))
     radii = radius * rng.uniform(0.75, 1.2, size=angles.size)
     draw.polygon([(centre[0] + r * np.cos(a), centre[1] + r * np.sin(a)) for a, r in zip(angles, radii)],

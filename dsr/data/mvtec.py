@@ -49,7 +49,7 @@ def looks_like_category(folder: Path) -> bool:
     return (folder / "train" / NORMAL_FOLDER).is_dir()
 
 
-def _subfolders(folder: Path) -> list[Path]:
+def subfolders(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
 
 
@@ -73,7 +73,7 @@ def _test_samples(base: Path, category: str) -> list[Sample]:
                          f"sub-folders {test}/good/ and {test}/<defect type>/")
     samples: list[Sample] = []
     defect_folders = []
-    for folder in _subfolders(test):
+    for folder in subfolders(test):
         files = image_files(folder)
         if folder.name == NORMAL_FOLDER:
             samples += [Sample(p, 0, None, category, NORMAL_FOLDER) for p in files]
@@ -96,7 +96,7 @@ def _check_masks_have_images(base: Path, defect_folders: list[str]) -> None:
     gt = base / "ground_truth"
     if not gt.is_dir():
         return
-    for folder in _subfolders(gt):
+    for folder in subfolders(gt):
         test_dir = base / "test" / folder.name
         stems = {p.stem for p in image_files(test_dir)} if folder.name in defect_folders else set()
         for mask in image_files(folder):
@@ -122,7 +122,7 @@ def mvtec(
     check_split(split)
     base = root / category
     if not base.is_dir():
-        present = [p.name for p in _subfolders(root) if looks_like_category(p)]
+        present = [p.name for p in subfolders(root) if looks_like_category(p)]
         hint = ""
         if looks_like_category(root):
             hint = f"; {root} itself looks like a category folder: pass its parent {root.parent} as root"
@@ -140,7 +140,7 @@ def folder(
     root = check_root(root)
     check_split(split)
     if not looks_like_category(root):
-        nested = [p.name for p in _subfolders(root) if looks_like_category(p)]
+        nested = [p.name for p in subfolders(root) if looks_like_category(p)]
         hint = (f"; it holds category folders {nested}: pass one of them as root, or use kind 'mvtec'"
                 if nested else "")
         raise FileNotFoundError(f"expected {root / 'train' / NORMAL_FOLDER} with normal images "

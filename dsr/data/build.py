@@ -1,0 +1,84 @@
+"""One entry point for every dataset kind: `build_dataset` and `list_categories`.
+
+Kinds: "mvtec" (MVTec AD, root holds category folders), "ksdd2" (KSDD2 root), "folder" (one user folder in the
+MVTec layout without the category level) and "demo" (the MVTec-layout demo built by `dsr.data.demo.build_demo`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dsr.data.dataset import AnomalyDataset
+from dsr.data.ksdd2 import ksdd2
+from dsr.data.mvtec import check_root, folder, looks_like_category, mvtec, subfolders
+
+DATASET_KINDS = ("mvtec", "ksdd2", "folder", "demo")
+_EXTRA_OPTIONS = {"mvtec": {"antialias"}, "demo": {"antialias"}, "folder": {"antialias"},
+                  "ksdd2": {"antialias", "supervised_count"}}
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in DATASET_KINDS:
+        raise ValueError(f"unknown dataset kind {kind!r}; known kinds: {', '.join(DATASET_KINDS)}")
+    return kind
+
+
+def _check_demo_built(root: Path) -> None:
+    from dsr.data.demo import COMPLETE_MARKER, read_demo_params  # lazy: keeps `python -m dsr.data.demo` clean
+
+    if read_demo_params(root) is None:
+        raise FileNotFoundError(f"no finished demo dataset in {root} (marker {COMPLETE_MARKER} missing); build it "
+                                f"with dsr.data.demo.build_demo(root) or `python -m dsr.data.demo {root}`")
+
+
+def list_categories(kind: str, root: Path | str) -> list[str]:
+    """The categories available under `root`: for mvtec/demo the sub-folders with a train/good/ folder, for
+    ksdd2/folder the one category named after the folder. Raises when there are none."""
+    root = check_root(root)
+    if _check_kind(kind) in ("ksdd2", "folder"):
+        return [root.resolve().name]
+    if kind == "demo":
+        _check_demo_built(root)
+    categories = [p.name for p in subfolders(root) if looks_like_category(p)]
+    if not categories:
+        hint = (f"; {root} itself looks like a category folder: pass its parent, or use kind 'folder'"
+                if looks_like_category(root) else "")
+        raise ValueError(f"no category folders in {root} (expected <root>/<category>/train/good/){hint}")
+    return categories
+
+
+def build_dataset(
+    kind: str,
+    root: Path | str,
+    category: str | None = None,
+    split: str = "train",
+    image_size: int = 256,
+    channel_order: str = "rgb",
+    **options: Any,
+) -> AnomalyDataset:
+    """The `split` ("train" or "test") of one category of a dataset of the given kind.
+
+    category is required for mvtec/demo; for ksdd2/folder it may be None or the folder's name (as
+    `list_categories` returns it). options: antialias (all kinds), supervised_count (ksdd2).
+    Raises ValueError / FileNotFoundError naming the option or path that is wrong.
+    """
+    _check_kind(kind)
+    unknown = sorted(set(options) - _EXTRA_OPTIONS[kind])
+    if unknown:
+        raise ValueError(f"option(s) {unknown} not accepted by dataset kind {kind!r} "
+                         f"(accepted: {sorted(_EXTRA_OPTIONS[kind])})")
+    root = check_root(root)
+    if kind in ("mvtec", "demo"):
+        if category is None:
+            raise ValueError(f"dataset kind {kind!r} needs a category; present: {list_categories(kind, root)}")
+        if kind == "demo":
+            _check_demo_built(root)
+        return mvtec(root, category, split, image_size, channel_order, **options)
+    name = root.resolve().name
+    if category is not None and category != name:
+        raise ValueError(f"dataset kind {kind!r} has the single category {name!r} (the folder's name), "
+                         f"got category {category!r}")
+    if kind == "ksdd2":
+        return ksdd2(root, split, image_size, channel_order, **options)
+    return folder(root, split, image_size, channel_order, **options)

@@ -1,0 +1,212 @@
+"""A small demo dataset in the MVTec AD layout, built offline from texture photographs shipped in scikit-image.
+
+Each category is one photograph (`skimage/data/<name>.png`, read from the installed package, never downloaded).
+Normal images are random crops of it (random size, flips, a little brightness jitter) resized to image_size and
+tinted per category; defect images are such crops with a defect from `dsr.data.defects` drawn in, with its exact
+binary mask. Output:
+
+    <root>/<category>/train/good/000.png ...         normal training images
+    <root>/<category>/test/good/000.png ...          normal test images
+    <root>/<category>/test/<defect>/000.png ...      defect test images
+    <root>/<category>/ground_truth/<defect>/000_mask.png    0/255 masks
+
+The build is deterministic for a seed and idempotent: a finished build (marker file written last, with the
+parameters) is reused; an interrupted or different-parameter build of ours is rebuilt; a folder that is not a
+demo build is never touched. Run `python -m dsr.data.demo ROOT` to build from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from filelock import FileLock
+from PIL import Image
+
+from dsr.data.defects import DEFECTS, draw_defect
+
+# category -> (photograph in skimage/data, RGB tint, defect types drawn in its test set)
+DEMO_SOURCES: dict[str, tuple[str, tuple[float, float, float], tuple[str, ...]]] = {
+    "brick": ("brick.png", (1.0, 0.78, 0.62), ("crack", "hole", "stain")),
+    "grass": ("grass.png", (0.72, 1.0, 0.58), ("scratch", "stain", "crack")),
+    "gravel": ("gravel.png", (0.95, 0.93, 0.88), ("hole", "scratch", "stain")),
+}
+DEMO_CATEGORIES = tuple(DEMO_SOURCES)
+STARTED_MARKER = ".dsr_demo_started"  # written first: this folder is a demo build (ours to replace)
+COMPLETE_MARKER = ".dsr_demo_complete.json"  # written last, holds the build parameters
+DEMO_VERSION = 1  # bump when the builder's output changes, so old builds are rebuilt
+_CROP_RANGE = (0.55, 0.75)  # crop side as a fraction of the photograph side
+_BRIGHTNESS_GAIN = (0.9, 1.1)
+_BRIGHTNESS_OFFSET = 0.03
+
+
+def photo_path(name: str) -> Path:
+    """The path of a photograph shipped inside the installed scikit-image (no download)."""
+    import skimage.data
+
+    path = Path(skimage.data.__file__).parent / name
+    if not path.is_file():
+        raise FileNotFoundError(f"scikit-image does not ship {path}; the demo needs its bundled texture photos")
+    return path
+
+
+def _load_photo(name: str) -> Image.Image:
+    with Image.open(photo_path(name)) as im:
+        return im.convert("L")
+
+
+def _normal_image(photo: Image.Image, tint: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random crop (size, flips, brightness) of the photograph as (S, S, 3) float in [0, 1]."""
+    side = int(min(photo.size) * rng.uniform(*_CROP_RANGE))
+    left = int(rng.integers(0, photo.size[0] - side + 1))
+    top = int(rng.integers(0, photo.size[1] - side + 1))
+    crop = photo.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+    gray = np.asarray(crop, dtype=np.float32) / 255.0  # (S, S)
+    if rng.random() < 0.5:
+        gray = gray[:, ::-1]
+    if rng.random() < 0.5:
+        gray = gray[::-1, :]
+    gray = gray * rng.uniform(*_BRIGHTNESS_GAIN) + rng.uniform(-_BRIGHTNESS_OFFSET, _BRIGHTNESS_OFFSET)
+    return np.clip(gray[..., None] * tint, 0.0, 1.0)  # (S, S, 3)
+
+
+def _save_rgb(image: np.ndarray, path: Path) -> None:
+    Image.fromarray(np.round(image * 255.0).astype(np.uint8), mode="RGB").save(path)
+
+
+def _split_counts(total: int, parts: int) -> list[int]:
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def _build_category(folder: Path, category: str, size: int, train_count: int, test_good_count: int,
+                    test_defect_count: int, seed: int) -> None:
+    photo_name, tint, defects = DEMO_SOURCES[category]
+    photo = _load_photo(photo_name)
+    tint_array = np.array(tint, dtype=np.float32)
+    rng = np.random.default_rng([seed, zlib.crc32(category.encode())])  # independent of the other categories
+
+    def write_normals(subfolder: Path, count: int) -> None:
+        subfolder.mkdir(parents=True)
+        for i in range(count):
+            _save_rgb(_normal_image(photo, tint_array, size, rng), subfolder / f"{i:03d}.png")
+
+    write_normals(folder / "train" / "good", train_count)
+    if test_good_count:
+        write_normals(folder / "test" / "good", test_good_count)
+    for defect, count in zip(defects, _split_counts(test_defect_count, len(defects))):
+        if count == 0:
+            continue
+        images, masks = folder / "test" / defect, folder / "ground_truth" / defect
+        images.mkdir(parents=True)
+        masks.mkdir(parents=True)
+        for i in range(count):
+            image, mask = draw_defect(defect, _normal_image(photo, tint_array, size, rng), rng)
+            _save_rgb(image, images / f"{i:03d}.png")
+            Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(masks / f"{i:03d}_mask.png")
+
+
+def _check_params(categories: Sequence[str], image_size: int, train_count: int, test_good_count: int,
+                  test_defect_count: int, seed: int) -> dict:
+    categories = list(categories)
+    unknown = [c for c in categories if c not in DEMO_SOURCES]
+    if not categories or unknown or len(set(categories)) != len(categories):
+        raise ValueError(f"categories must be distinct names from {DEMO_CATEGORIES}, got {categories}")
+    checks = {"image_size": (image_size, 16), "train_count": (train_count, 1), "test_good_count": (test_good_count, 0),
+              "test_defect_count": (test_defect_count, 0), "seed": (seed, 0)}
+    for name, (value, minimum) in checks.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if test_good_count + test_defect_count == 0:
+        raise ValueError("test_good_count and test_defect_count are both 0: the test split would be empty")
+    return {"version": DEMO_VERSION, "categories": categories, "image_size": image_size, "train_count": train_count,
+            "test_good_count": test_good_count, "test_defect_count": test_defect_count, "seed": seed}
+
+
+def read_demo_params(root: Path | str) -> dict | None:
+    """The parameters of the finished demo build in `root`, or None if there is none."""
+    marker = Path(root) / COMPLETE_MARKER
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _check_replaceable(root: Path) -> None:
+    """Refuse to replace a non-empty folder that is not one of our demo builds (it may be someone's data)."""
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"demo root {root} exists and is not a folder")
+    if root.is_dir() and any(root.iterdir()) and not (root / STARTED_MARKER).exists():
+        raise ValueError(f"demo root {root} is a non-empty folder that is not a demo build; "
+                         f"choose an empty or new folder")
+
+
+def build_demo(
+    root: Path | str,
+    categories: Sequence[str] = DEMO_CATEGORIES,
+    image_size: int = 128,
+    train_count: int = 60,
+    test_good_count: int = 15,
+    test_defect_count: int = 15,
+    seed: int = 0,
+) -> Path:
+    """Build (or reuse) the demo dataset in `root` and return `root`.
+
+    Safe to call from parallel processes (a file lock beside `root`); the folder is built in a sibling temporary
+    folder and renamed into place, so readers never see a half-written build. Raises ValueError on bad parameters
+    or when `root` is a non-empty folder that is not a demo build.
+    """
+    root = Path(root)
+    params = _check_params(categories, image_size, train_count, test_good_count, test_defect_count, seed)
+    if read_demo_params(root) == params:
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root.parent / f".{root.name}.lock")):
+        if read_demo_params(root) == params:  # another process finished it while we waited
+            return root
+        _check_replaceable(root)
+        building = root.parent / f".{root.name}.building"
+        old = root.parent / f".{root.name}.old"
+        for leftover in (building, old):  # from an interrupted build
+            if leftover.exists():
+                shutil.rmtree(leftover)
+        building.mkdir()
+        (building / STARTED_MARKER).write_text("")
+        for category in params["categories"]:
+            _build_category(building / category, category, image_size, train_count, test_good_count,
+                            test_defect_count, seed)
+        (building / COMPLETE_MARKER).write_text(json.dumps(params, indent=1))
+        if root.exists():
+            root.rename(old)
+            building.rename(root)
+            shutil.rmtree(old)
+        else:
+            building.rename(root)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build the demo anomaly-detection dataset (MVTec layout).")
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--categories", nargs="+", default=list(DEMO_CATEGORIES), choices=DEMO_CATEGORIES)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--train-count", type=int, default=60)
+    parser.add_argument("--test-good-count", type=int, default=15)
+    parser.add_argument("--test-defect-count", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    root = build_demo(args.root, args.categories, args.image_size, args.train_count, args.test_good_count,
+                      args.test_defect_count, args.seed)
+    print(f"demo dataset ready in {root} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
