@@ -1,0 +1,131 @@
+"""build_report: load -> aggregate -> render for a whole results folder, with report.md linking everything."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+from pathlib import Path
+
+import seaborn as sns
+
+from reports import figures
+from reports.load import load_experiment
+from reports.render import PAPER_NOTE, summary_display, table_title, to_markdown, write_study
+from reports.spec import CONDITION_NAMES, METRIC_NAMES, MISSING
+from reports.tables import StudyTable, build_tables, category_matrix, malformed_count
+
+log = logging.getLogger(__name__)
+DEFAULT_OUT = "report"  # build_report(results_dir) writes to results_dir/report
+
+
+def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write every table and figure of the experiment(s) in results_dir to out_dir; returns out_dir/report.md.
+
+    results_dir: one Tune experiment folder or a folder holding several (finished, running or failed).
+    out_dir: defaults to results_dir/report. Writes report.md, trials.csv, tables/*.{md,tex,csv} and
+    figures/*.{png,pdf}. Raises FileNotFoundError / ValueError (one line) if results_dir holds no
+    dsr-studies experiment.
+    """
+    results_dir = Path(results_dir)
+    out = Path(out_dir) if out_dir is not None else results_dir / DEFAULT_OUT
+    trials = load_experiment(results_dir)
+    tables = build_tables(trials)
+    if not tables:
+        raise ValueError(f"no trial in {results_dir} has both a category and a seed in its config: nothing to tabulate")
+    out.mkdir(parents=True, exist_ok=True)
+    trials.to_csv(out / "trials.csv", index=False, na_rep="")
+
+    notes = list(trials.attrs.get("notes", []))
+    if malformed_count(trials):
+        notes.append(f"{malformed_count(trials)} trial(s) without a category or seed in their config were left out.")
+    sections = []
+    for table in tables:
+        files = write_study(table, out / "tables")
+        if table.duplicates_dropped:
+            notes.append(f"{table.name}: {table.duplicates_dropped} duplicate trial(s) of the same cell; the latest "
+                         "finished one is used.")
+        figure_paths, figure_notes = _draw_figures(table, out / "figures")
+        notes += figure_notes
+        sections.append(_section(table, files, figure_paths, out))
+
+    expected = sum(t.missing.expected for t in tables)
+    done = sum(t.missing.done for t in tables)
+    head = [
+        "# DSR studies report",
+        "",
+        f"Source: `{results_dir}` ({len(trials.attrs.get('experiments', []))} experiment(s): "
+        f"{', '.join(trials.attrs.get('experiments', []))}). Generated {_dt.datetime.now():%Y-%m-%d %H:%M}.",
+        "",
+        f"**{expected - done} of {expected} trials missing.**" if done < expected else f"All {expected} trials done.",
+        "",
+        "Values are percent. A table cell is the mean over categories, averaged over the seeds whose every "
+        "category finished; ± is the sample standard deviation (ddof=1) over those seeds, \"(n/m seeds)\" says "
+        f"how many seeds were complete, and {MISSING} marks a cell without a result (never 0). Per-category cells "
+        f"are mean ± std over seeds. Δ = ours − paper, in points; {PAPER_NOTE}. In the CSV files the numbers are "
+        "unrounded and a missing value is an empty field. trials.csv lists every trial and its status.",
+        "",
+    ]
+    if notes:
+        head += ["Notes:", ""] + [f"- {note}" for note in notes] + [""]
+    report = out / "report.md"
+    report.write_text("\n".join(head + sections), encoding="utf-8")
+    return report
+
+
+def _draw_figures(table: StudyTable, folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """Figures of one study; a figure that fails is reported as a note instead of stopping the report."""
+    drawn: dict[str, Path] = {}
+    notes: list[str] = []
+    jobs = [("overview", lambda ax: _overview(table, ax), (6.5, 4.0))]
+    for metric in table.spec.metrics:
+        size = (1.6 + 1.1 * len(table.summary), 1.2 + 0.45 * max(len(table.categories), 1))
+        jobs.append((f"per_category-{metric}", lambda ax, m=metric: figures.plot_category_heatmap(
+            category_matrix(table, m), m, ax=ax), size))
+    for suffix, draw, size in jobs:
+        stem = folder / f"{table.name}-{suffix}"
+        try:
+            with sns.axes_style("whitegrid"):
+                ax = figures.new_axes(*size)
+                draw(ax)
+                ax.set_title(table_title(table) if suffix == "overview" else
+                             f"{table_title(table)}: {METRIC_NAMES[suffix.split('-', 1)[1]]} per category",
+                             fontsize=9)
+                drawn[suffix] = figures.save_figure(ax.figure, stem)[0]
+        except Exception as error:  # a figure must not cost the tables; say what failed
+            log.warning("figure %s failed: %s", stem.name, error)
+            notes.append(f"figure {stem.name} could not be drawn ({type(error).__name__}: {error}).")
+    return drawn, notes
+
+
+def _overview(table: StudyTable, ax) -> None:
+    """The study's main figure: a curve for a sweep (wide tables), grouped bars otherwise."""
+    spec, summary = table.spec, table.summary
+    if spec.layout == "wide":
+        extras = [c for c in table.conditions if c != spec.condition]
+        ours = summary.assign(series=summary[extras].astype(str).agg(" · ".join, axis=1)) if extras else summary
+        curve = table.paper_curve.rename(columns={"lambda_s": spec.condition}) if table.paper_curve is not None else None
+        figures.plot_metric_curve(ours, spec.condition, spec.metrics[0], paper=curve,
+                                  series="series" if extras else None, ax=ax)
+    else:
+        figures.plot_grouped_bars(summary, list(spec.metrics), ax=ax)
+        ax.set_xlabel(" / ".join(CONDITION_NAMES.get(c, c) for c in table.conditions))
+
+
+def _section(table: StudyTable, files: dict[str, dict[str, Path]], figs: dict[str, Path], out: Path) -> str:
+    def link(path: Path) -> str:
+        return os.path.relpath(path, out).replace(os.sep, "/")
+
+    main = files["main"]
+    lines = [f"## {table_title(table)}", ""]
+    lines.append(f"**{table.missing.sentence()}**" if table.missing.missing else table.missing.sentence())
+    lines += ["", to_markdown(summary_display(table), table_title(table)).split("\n", 2)[2].rstrip(), ""]
+    lines.append(f"Table: [Markdown]({link(main['md'])}) · [LaTeX]({link(main['tex'])}) · [CSV]({link(main['csv'])})")
+    for metric in table.spec.metrics:
+        f = files[metric]
+        lines.append(f"Per category, {METRIC_NAMES[metric]}: [Markdown]({link(f['md'])}) · [LaTeX]({link(f['tex'])})"
+                     f" · [CSV]({link(f['csv'])})")
+    lines.append("")
+    for suffix, path in figs.items():
+        lines += [f"![{table.name} {suffix}]({link(path)}) ([PDF]({link(path.with_suffix('.pdf'))}))", ""]
+    return "\n".join(lines)

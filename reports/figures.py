@@ -1,0 +1,128 @@
+"""Figures: each function draws an already-aggregated DataFrame onto an Axes and returns it; nothing is computed.
+
+Colour-blind palette throughout; a missing value is drawn as the MISSING marker, never as 0. `new_axes` and
+`save_figure` use matplotlib's object API (no pyplot state), so building a report needs no display backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from reports.spec import METRIC_NAMES, MISSING
+
+PALETTE = "colorblind"
+PAPER_COLOUR = "black"
+
+
+def new_axes(width: float = 6.0, height: float = 4.0) -> Axes:
+    """A fresh Axes on a Figure that is not registered with pyplot (safe in a headless run)."""
+    figure = Figure(figsize=(width, height), layout="constrained")
+    return figure.add_subplot()
+
+
+def save_figure(figure: Figure, stem: Path) -> list[Path]:
+    """Write stem.png (150 dpi) and stem.pdf; returns both paths."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for path in paths:
+        figure.savefig(path, dpi=150)
+    return paths
+
+
+def plot_metric_curve(ours: pd.DataFrame, x: str, metric: str, paper: pd.DataFrame | None = None,
+                      series: str | None = None, ax: Axes | None = None) -> Axes:
+    """Our metric against x with a ± std band, and the paper's curve (columns x, "value") dashed.
+
+    ours: one row per x (and per series), columns x, metric, f"{metric}_std" (percent).
+    """
+    ax = ax if ax is not None else _pyplot_axes()
+    colours = sns.color_palette(PALETTE)
+    groups = [(None, ours)] if series is None or series not in ours else list(ours.groupby(series, sort=False))
+    for i, (name, frame) in enumerate(groups):
+        colour = colours[i % len(colours)]
+        label = "ours" if name is None else f"ours: {name}"
+        sns.lineplot(data=frame, x=x, y=metric, estimator=None, marker="o", color=colour, label=label, ax=ax)
+        mean, std = frame[metric].to_numpy(float), frame[f"{metric}_std"].to_numpy(float)
+        ax.fill_between(frame[x].to_numpy(float), mean - std, mean + std, color=colour, alpha=0.25, linewidth=0,
+                        label="± std over seeds" if i == 0 and np.isfinite(std).any() else None)
+        for xv, yv in zip(frame[x], frame[metric]):
+            if pd.isna(yv):
+                ax.annotate(MISSING, (float(xv), 0.0), xycoords=("data", "axes fraction"), ha="center",
+                            va="bottom", color=colour)
+    if paper is not None and not paper.empty:
+        ax.plot(paper[x], paper["value"], linestyle="--", marker="s", color=PAPER_COLOUR, label="paper")
+    ax.set_xscale("log")
+    ax.set_xlabel(x.replace("lambda_s", "λs"))
+    ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} (%)")
+    ax.legend()
+    return ax
+
+
+def plot_grouped_bars(summary: pd.DataFrame, metrics: list[str], label: str = "label",
+                      ax: Axes | None = None) -> Axes:
+    """Bars per condition (x) and metric (colour) with ± std error bars; the paper's value as a black mark.
+
+    summary: one row per condition, columns label, {m}, {m}_std, {m}_paper (percent, NaN where missing).
+    """
+    ax = ax if ax is not None else _pyplot_axes()
+    colours = sns.color_palette(PALETTE)
+    n, k = len(summary), len(metrics)
+    width = 0.8 / max(k, 1)
+    centres = np.arange(n, dtype=float)
+    paper_labelled = False
+    for j, metric in enumerate(metrics):
+        xs = centres - 0.4 + width * (j + 0.5)
+        values = summary[metric].to_numpy(float)
+        errors = summary[f"{metric}_std"].to_numpy(float)
+        has = np.isfinite(values)
+        ax.bar(xs[has], values[has], width=width * 0.9, color=colours[j % len(colours)],
+               label=METRIC_NAMES.get(metric, metric), yerr=np.where(np.isfinite(errors), errors, 0.0)[has],
+               capsize=3, error_kw={"elinewidth": 1})
+        for xv, v in zip(xs, values):
+            if not np.isfinite(v):
+                ax.text(xv, 0.0, MISSING, ha="center", va="bottom", fontsize=12)
+        paper_col = f"{metric}_paper"
+        if paper_col in summary:
+            paper = summary[paper_col].to_numpy(float)
+            shown = np.isfinite(paper)
+            if shown.any():
+                ax.scatter(xs[shown], paper[shown], marker="_", s=400, linewidths=2.5, color=PAPER_COLOUR,
+                           zorder=3, label=None if paper_labelled else "paper")
+                paper_labelled = True
+    ax.set_xticks(centres, summary[label].astype(str), rotation=30 if n > 4 else 0, ha="right" if n > 4 else "center")
+    ax.set_ylabel("%")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return ax
+
+
+def plot_category_heatmap(matrix: pd.DataFrame, metric: str, ax: Axes | None = None) -> Axes:
+    """Categories x conditions heatmap of one metric (percent); missing cells stay blank and say MISSING."""
+    ax = ax if ax is not None else _pyplot_axes()
+    annotations = matrix.map(lambda v: MISSING if pd.isna(v) else f"{v:.1f}")
+    data = matrix.astype(float)
+    if data.notna().any().any():
+        sns.heatmap(data, annot=annotations.to_numpy(), fmt="", cmap="viridis", mask=data.isna(), ax=ax,
+                    cbar_kws={"label": f"{METRIC_NAMES.get(metric, metric)} (%)"}, linewidths=0.5)
+    else:
+        ax.set_xlim(0, max(data.shape[1], 1))
+        ax.set_ylim(max(data.shape[0], 1), 0)
+        ax.set_xticks(np.arange(data.shape[1]) + 0.5, data.columns)
+        ax.set_yticks(np.arange(data.shape[0]) + 0.5, data.index)
+    for (i, j) in zip(*np.nonzero(data.isna().to_numpy())):  # masked cells get no annotation from seaborn
+        ax.text(j + 0.5, i + 0.5, MISSING, ha="center", va="center")
+    ax.set_xlabel("")
+    ax.set_ylabel("category")
+    return ax
+
+
+def _pyplot_axes() -> Axes:
+    import matplotlib.pyplot as plt  # only for interactive use with ax=None
+
+    return plt.subplots()[1]
+
