@@ -85,6 +85,8 @@ def perlin_masks(batch_size: int, size: int | tuple[int, int], generator: torch.
     h, w = _size2(size)
     if batch_size < 0:
         raise ValueError(f"batch_size must be >= 0, got {batch_size}")
+    if batch_size == 0:
+        return torch.zeros(0, 1, h, w, device=device)
     scales = random_scales(batch_size, generator, config.perlin_min_scale_exp, config.perlin_max_scale_exp, device)
     noise = perlin_noise((h, w), scales, generator, device)  # (B, H, W)
     degrees = (_random.uniform((batch_size,), generator, device) * 2.0 - 1.0) * 90.0
