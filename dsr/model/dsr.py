@@ -66,16 +66,27 @@ class DSR(nn.Module):
         probs = torch.softmax(detection_logits, dim=1)
         return self.upsampling(torch.cat((object_image.detach(), general_image.detach(), probs.detach()), dim=1))
 
-    def forward(self, q_hi: torch.Tensor, q_lo: torch.Tensor, run_upsampling: bool | None = None) -> DSROutput:
-        """Stage-2/3 networks on quantised features (B,D,H/4,W/4), (B,D,H/8,W/8); each decoder runs once."""
+    def forward(self, q_hi: torch.Tensor, q_lo: torch.Tensor, run_upsampling: bool | None = None,
+                precision: str | None = None) -> DSROutput:
+        """Stage-2/3 networks on quantised features (B,D,H/4,W/4), (B,D,H/8,W/8); each decoder runs once.
+
+        precision "bf16" autocasts the decoders and UNets; the restriction modules and every nearest-code
+        decision stay in fp32, so bf16 never changes which code a feature maps to.
+        """
         if run_upsampling is None:
             run_upsampling = self.config.use_upsampling
         restored = self.restore(q_hi, q_lo)
-        object_image = self.object_decoder(self.latent.join(restored.q_hi, restored.q_lo))
-        general_image = self.latent.decode(q_hi, q_lo)
-        detection_logits = self.detect(object_image, general_image)
-        upsampled = self.upsample(object_image, general_image, detection_logits) if run_upsampling else None
-        return DSROutput(restored, object_image, general_image, detection_logits, upsampled)
+        with self.autocast(q_hi.device, precision):
+            object_image = self.object_decoder(self.latent.join(restored.q_hi, restored.q_lo))
+            general_image = self.latent.decode(q_hi, q_lo)
+            detection_logits = self.detect(object_image, general_image)
+            upsampled = self.upsample(object_image, general_image, detection_logits) if run_upsampling else None
+        return DSROutput(restored, object_image.float(), general_image.float(), detection_logits.float(),
+                         None if upsampled is None else upsampled.float())
+
+    def autocast(self, device: torch.device, precision: str | None = None) -> torch.autocast:
+        """bf16 autocast context when precision (default: the config's) is "bf16", else a disabled one."""
+        return _autocast(device, precision or self.config.precision)
 
     def image_scores(self, detection_logits: torch.Tensor) -> torch.Tensor:
         """Max of the anomaly probability after a k x k mean filter (zero padding), per image: (B,)."""
@@ -84,13 +95,22 @@ class DSR(nn.Module):
         return F.avg_pool2d(probs, k, stride=1, padding=k // 2).amax(dim=(1, 2, 3))
 
     @torch.inference_mode()
-    def predict(self, images: torch.Tensor) -> Prediction:
-        """Image scores (B,) and pixel anomaly maps (B,H,W) for images (B,3,H,W) in [0,1]."""
+    def predict(self, images: torch.Tensor, precision: str | None = None) -> Prediction:
+        """Image scores (B,) and pixel anomaly maps (B,H,W) for images (B,3,H,W) in [0,1].
+
+        precision: "fp32" or "bf16" (see `forward`); default the config's.
+        """
         encoding = self.latent.encode(images)
-        out = self.forward(encoding.q_hi, encoding.q_lo)
+        out = self.forward(encoding.q_hi, encoding.q_lo, precision=precision)
         map_logits = out.upsampled_logits if out.upsampled_logits is not None else out.detection_logits
         pixel_maps = torch.softmax(map_logits.float(), dim=1)[:, 1]
         return Prediction(self.image_scores(out.detection_logits), pixel_maps)
+
+
+def _autocast(device: torch.device, precision: str) -> torch.autocast:
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def parameter_counts(model: DSR) -> dict[str, int]:

@@ -1,0 +1,70 @@
+"""The resumable state of a training stage: model, optimiser, RNG and iteration, as one weights_only-safe dict.
+
+A state is a plain dict of tensors and plain values, so it can be saved with `torch.save` and read back with
+`torch.load(..., weights_only=True)` anywhere (a local folder, a Ray Tune checkpoint, cloud storage).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dsr.config import DSRConfig
+from dsr.model import DSR
+
+STATE_FORMAT = "dsr-studies/train-state/1"
+STAGES = ("stage1", "stage2", "stage3")
+
+
+def make_state(stage: str, iteration: int, total: int, model: DSR, optimizer: torch.optim.Optimizer,
+               generator: torch.Generator, finished: bool) -> dict[str, Any]:
+    """Snapshot everything a stage needs to continue exactly where it stopped."""
+    return {
+        "format": STATE_FORMAT,
+        "stage": stage,
+        "iteration": iteration,
+        "total": total,
+        "finished": finished,
+        "config": model.config.to_dict(),
+        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+    }
+
+
+def check_state(state: dict[str, Any], where: str = "training state") -> dict[str, Any]:
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise ValueError(f"{where}: not a dsr-studies training state (expected format {STATE_FORMAT!r})")
+    if state.get("stage") not in STAGES:
+        raise ValueError(f"{where}: unknown stage {state.get('stage')!r}")
+    return state
+
+
+def save_state(state: dict[str, Any], path: str | Path) -> Path:
+    """Write atomically: an interrupted save never replaces a good state with a half-written one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training state not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable training state ({type(error).__name__}: {error})") from error
+    return check_state(state, str(path))
+
+
+def model_from_state(state: dict[str, Any], device: str | torch.device = "cpu") -> DSR:
+    """The model as it was when the state was taken (config and weights)."""
+    model = DSR(DSRConfig.from_dict(state["config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device)

@@ -1,0 +1,126 @@
+"""One optimisation step of each training stage, and which parameters each stage trains.
+
+Every random draw comes from the stage's `torch.Generator`, so a seeded run is reproducible and a resumed run
+continues the same random sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dsr.anomalies import (SamplingStrategy, TextureSource, colour_blob_anomalies, feature_anomalies, perlin_masks,
+                           random_rotation, texture_anomalies)
+from dsr.losses import focal_loss, stage2_loss
+from dsr.model import DSR
+
+
+@dataclass
+class TrainingData:
+    """Training images in memory, (N,3,S,S) in [0,1].
+
+    normal: anomaly-free images; anomalous/anomalous_masks: optional real anomalies with their masks (KSDD2
+    supervised mode), mixed into stage 2 with probability `supervised_probability` per sample.
+    """
+
+    normal: torch.Tensor
+    anomalous: torch.Tensor | None = None
+    anomalous_masks: torch.Tensor | None = None
+    supervised_probability: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.normal.ndim != 4 or self.normal.shape[1] != 3 or len(self.normal) == 0:
+            raise ValueError(f"TrainingData.normal must be a non-empty (N,3,S,S) tensor, got {tuple(self.normal.shape)}")
+        if (self.anomalous is None) != (self.anomalous_masks is None):
+            raise ValueError("TrainingData.anomalous and anomalous_masks must be given together")
+        if self.anomalous is not None and len(self.anomalous) != len(self.anomalous_masks):
+            raise ValueError("TrainingData.anomalous and anomalous_masks differ in length")
+
+    def batch(self, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        """Random sampling with replacement, as the paper's 'epochs' of 1000 random iterations."""
+        index = torch.randint(len(self.normal), (size,), generator=generator)
+        return self.normal[index].to(device, non_blocking=True)
+
+
+def trained_modules(model: DSR, stage: str) -> list[nn.Module]:
+    """The modules a stage optimises; everything else is frozen for it."""
+    if stage == "stage1":
+        return [model.latent]
+    if stage == "stage2":
+        return [model.restriction_hi, model.restriction_lo, model.object_decoder, model.anomaly_detection]
+    if stage == "stage3":
+        return [model.upsampling]
+    raise ValueError(f"unknown stage {stage!r}; known stages: stage1, stage2, stage3")
+
+
+def stage1_step(model: DSR, data: TrainingData, generator: torch.Generator, device: torch.device
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """VQ-VAE step: reconstruction MSE + commitment loss; the codebooks learn by EMA (training mode)."""
+    images = data.batch(model.config.stage1_batch_size, generator, device)
+    reconstruction, encoding = model.latent(images)
+    mse = F.mse_loss(reconstruction, images)
+    return mse + encoding.loss, {"loss_reconstruction": mse, "loss_commitment": encoding.loss}
+
+
+def stage2_step(model: DSR, data: TrainingData, generator: torch.Generator, device: torch.device,
+                strategy: SamplingStrategy, textures: TextureSource | None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Anomalies in feature space (or image space for DSR_img), restore, decode, detect; paper Eq. 3."""
+    c = model.config
+    images = random_rotation(data.batch(c.batch_size, generator, device), c.stage2_rotation_probability,
+                             c.max_rotation_degrees, generator)
+    with torch.no_grad():
+        clean = model.latent.encode(images)
+        if c.anomaly_source == "image":
+            if textures is None:
+                raise ValueError("anomaly_source='image' needs a TextureSource (config.texture_dir or synthesised)")
+            anomalous_images, mask = texture_anomalies(images, textures, generator, c)
+            anomalous = model.latent.encode(anomalous_images)
+            q_hi, q_lo = anomalous.q_hi, anomalous.q_lo
+        else:
+            mask = perlin_masks(len(images), c.image_size, generator, c, device)
+            perturbed = feature_anomalies(model.latent, clean, mask, strategy, c, generator)
+            q_hi, q_lo, mask = perturbed.q_hi, perturbed.q_lo, perturbed.mask
+        weight = None
+        if data.anomalous is not None:
+            q_hi, q_lo, mask, weight = _mix_real_anomalies(model, data, q_hi, q_lo, mask, generator, device)
+    out = model(q_hi, q_lo, run_upsampling=False)
+    terms = stage2_loss(c, out.detection_logits, mask, out.restored.z_hi, out.restored.z_lo, clean.q_hi, clean.q_lo,
+                        out.object_image, images, weight)
+    return terms.total, {"loss_focal": terms.focal, "loss_feature": terms.feature, "loss_image": terms.image}
+
+
+def _mix_real_anomalies(model: DSR, data: TrainingData, q_hi: torch.Tensor, q_lo: torch.Tensor, mask: torch.Tensor,
+                        generator: torch.Generator, device: torch.device):
+    """Replace some samples by real annotated anomalies (their own features and masks, no reconstruction target)."""
+    b = len(q_hi)
+    use_real = torch.rand(b, generator=generator) < data.supervised_probability
+    index = torch.randint(len(data.anomalous), (b,), generator=generator)
+    if not use_real.any():
+        return q_hi, q_lo, mask, torch.ones(b, device=device)
+    picked = use_real.nonzero().squeeze(1)
+    real = model.latent.encode(data.anomalous[index[picked]].to(device))
+    q_hi, q_lo, mask = q_hi.clone(), q_lo.clone(), mask.clone()
+    picked_dev = picked.to(device)
+    q_hi[picked_dev], q_lo[picked_dev] = real.q_hi, real.q_lo
+    mask[picked_dev] = data.anomalous_masks[index[picked]].to(device, mask.dtype)
+    return q_hi, q_lo, mask, (~use_real).to(device, torch.float32)
+
+
+def stage3_step(model: DSR, data: TrainingData, generator: torch.Generator, device: torch.device
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Upsampling module on colour-blob image anomalies; focal loss against the full-resolution mask."""
+    c = model.config
+    images = random_rotation(data.batch(c.batch_size, generator, device), c.stage3_rotation_probability,
+                             c.max_rotation_degrees, generator)
+    images, mask = colour_blob_anomalies(images, generator, c)
+    with torch.no_grad():
+        encoding = model.latent.encode(images)
+        out = model(encoding.q_hi, encoding.q_lo, run_upsampling=False)
+    with model.autocast(device):
+        logits = model.upsample(out.object_image, out.general_image, out.detection_logits).float()
+    loss = focal_loss(torch.softmax(logits, dim=1), mask, c.focal_gamma)
+    return loss, {"loss_focal": loss}

@@ -1,0 +1,100 @@
+import pytest
+import torch
+
+from dsr import DSR, preset
+from dsr.training import TrainingData, learning_rate, load_state, run_stage, save_state, train_dsr
+from dsr.training.pipeline import stages_for
+from dsr.variants import VARIANTS, apply_variant
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+
+
+def _fresh_model(config) -> DSR:
+    torch.manual_seed(config.seed)
+    return DSR(config)
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2", "stage3"])
+def test_stop_and_resume_gives_identical_weights(stage: str, images: torch.Tensor, tmp_path) -> None:
+    config = preset("tiny", stage1_iterations=6, stage2_iterations=6, stage3_iterations=6)
+    data = TrainingData(images)
+    straight = _fresh_model(config)
+    run_stage(stage, straight, data)
+
+    halves = _fresh_model(config)
+    half_state = run_stage(stage, halves, data, stop_after=3)
+    assert half_state["iteration"] == 3 and not half_state["finished"]
+    path = save_state(half_state, tmp_path / f"{stage}.pt")
+    resumed = _fresh_model(config)  # a new process would start from fresh weights and the saved state
+    final = run_stage(stage, resumed, data, resume=load_state(path))
+    assert final["iteration"] == 6 and final["finished"]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_resume_from_another_stage_is_refused(images: torch.Tensor) -> None:
+    model = _fresh_model(preset("tiny"))
+    state = run_stage("stage3", model, TrainingData(images), stop_after=1)
+    with pytest.raises(ValueError, match="cannot resume stage2 from a stage3 state"):
+        run_stage("stage2", model, TrainingData(images), resume=state)
+
+
+def test_each_stage_trains_only_its_modules(images: torch.Tensor) -> None:
+    model = _fresh_model(preset("tiny"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    run_stage("stage3", model, TrainingData(images))
+    changed = {k.split(".")[0] for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"upsampling"}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    run_stage("stage2", model, TrainingData(images))
+    changed = {k.split(".")[0] for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"restriction_hi", "restriction_lo", "object_decoder", "anomaly_detection"}
+
+
+def test_callback_gets_losses_and_checkpoints(images: torch.Tensor) -> None:
+    events = []
+    model = _fresh_model(preset("tiny", stage2_iterations=4))
+    run_stage("stage2", model, TrainingData(images), callback=events.append, report_every=2, checkpoint_every=3)
+    assert [e.iteration for e in events] == [2, 3, 4]
+    assert [e.state is not None for e in events] == [False, True, True]
+    assert set(events[0].losses) == {"loss_focal", "loss_feature", "loss_image"}
+    assert all(v >= 0 for e in events for v in e.losses.values())
+
+
+def test_learning_rate_schedule() -> None:
+    assert learning_rate(2e-4, 79, 100, 0.8, 0.1) == 2e-4
+    assert learning_rate(2e-4, 80, 100, 0.8, 0.1) == pytest.approx(2e-5)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_trains_end_to_end(variant: str, images: torch.Tensor, tmp_path) -> None:
+    config = apply_variant(preset("tiny"), variant)
+    run = train_dsr(config, TrainingData(images), checkpoint_dir=tmp_path, progress=False)
+    assert list(run.states) == stages_for(config)
+    assert all(state["finished"] for state in run.states.values())
+    assert (tmp_path / "stage3.pt").exists() == config.use_upsampling
+    prediction = run.model.predict(images[:2])
+    assert torch.isfinite(prediction.image_scores).all() and prediction.pixel_maps.shape == (2, 64, 64)
+    # a second call finds every stage finished and trains nothing more
+    again = train_dsr(config, TrainingData(images), checkpoint_dir=tmp_path, progress=False)
+    for a, b in zip(run.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_supervised_mode_mixes_real_anomalies(images: torch.Tensor) -> None:
+    masks = torch.zeros(2, 1, 64, 64)
+    masks[:, :, 10:30, 10:30] = 1
+    data = TrainingData(images, anomalous=images[:2], anomalous_masks=masks, supervised_probability=1.0)
+    events = []
+    run_stage("stage2", _fresh_model(preset("tiny")), data, callback=events.append, report_every=1)
+    # every sample is a real anomaly: nothing has a reconstruction target, so those terms are zero
+    assert all(e.losses["loss_feature"] == 0 and e.losses["loss_image"] == 0 for e in events)
+    assert all(e.losses["loss_focal"] > 0 for e in events)
+
+
+def test_unknown_variant_is_named() -> None:
+    with pytest.raises(ValueError, match="known variants: DSR, DSR_img"):
+        apply_variant(preset("tiny"), "DSR_x")
