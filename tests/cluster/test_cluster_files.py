@@ -1,0 +1,92 @@
+"""cluster/aws.yaml passes Ray's own launcher validation; bad cluster files fail in one line; kuberay.yaml is sound."""
+
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+
+from studies.ray_runtime import load_cluster_file
+
+CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"
+AWS = CLUSTER_DIR / "aws.yaml"
+
+
+def test_aws_yaml_passes_ray_validation() -> None:
+    config = load_cluster_file(AWS)
+    head = config["available_node_types"][config["head_node_type"]]
+    workers = {name: t for name, t in config["available_node_types"].items() if name != config["head_node_type"]}
+    assert "InstanceMarketOptions" not in head["node_config"]  # on-demand head
+    assert head["resources"].get("GPU", 0) == 0
+    assert workers and all(t["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot" for t in workers.values())
+    assert all(t["resources"]["GPU"] >= 1 for t in workers.values())
+    assert config["auth"]["ssh_user"] == "ubuntu"
+    assert "." in config["file_mounts"].values()  # the project itself is synced to every node
+
+
+def test_aws_yaml_installs_the_project_with_the_client_ray_and_token_auth() -> None:
+    config = load_cluster_file(AWS)
+    setup = "\n".join(config["setup_commands"])
+    assert "pip install" in setup and "dsr-studies" in setup
+    assert f"ray[default,tune]=={ray.__version__}" in setup  # nodes run the Ray this client runs
+    assert "~/.ray/auth_token" in config["file_mounts"].values()
+    for start in (config["head_start_ray_commands"][-1], config["worker_start_ray_commands"][-1]):
+        assert "RAY_AUTH_MODE=token ray start" in start
+    assert "--dashboard-host=127.0.0.1" in config["head_start_ray_commands"][-1]
+
+
+def test_missing_cluster_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_cluster_file(tmp_path / "nope.yaml")
+
+
+def test_broken_yaml_is_one_line_error_naming_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("cluster_name: x\nprovider: {type: aws\n  region: [us-east-1\n")
+    with pytest.raises(ValueError) as info:
+        load_cluster_file(bad)
+    message = str(info.value)
+    assert "\n" not in message and str(bad) in message and "not valid YAML" in message and "line" in message
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"max_workers": "many"}, "max_workers"),
+        ({"no_such_field": 1}, "no_such_field"),
+        ({"head_node_type": "missing_type"}, "head_node_type"),
+    ],
+)
+def test_invalid_config_is_one_line_error_naming_the_field(tmp_path: Path, change: dict, field: str) -> None:
+    config = yaml.safe_load(AWS.read_text())
+    config.update(change)
+    bad = tmp_path / "invalid.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError) as info:
+        load_cluster_file(bad)
+    message = str(info.value)
+    assert "\n" not in message and str(bad) in message and "validation" in message and field in message
+
+
+def test_not_a_mapping(tmp_path: Path) -> None:
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="expected a mapping"):
+        load_cluster_file(bad)
+
+
+def test_kuberay_manifest_is_a_rayjob_with_token_auth_and_gpu_workers() -> None:
+    manifest = yaml.safe_load((CLUSTER_DIR / "kuberay.yaml").read_text())
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayJob"
+    spec = manifest["spec"]
+    assert spec["entrypoint"].startswith("python studies/")
+    runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
+    assert runtime_env["working_dir"] and any(req.startswith("torch") for req in runtime_env["pip"])
+    cluster = spec["rayClusterSpec"]
+    assert cluster["rayVersion"] == ray.__version__
+    assert cluster["authOptions"]["mode"] == "token"
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert head["image"].startswith(f"rayproject/ray:{ray.__version__}")
+    worker = cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] >= 1
+    assert worker["image"].startswith(f"rayproject/ray:{ray.__version__}") and worker["image"].endswith("-gpu")
