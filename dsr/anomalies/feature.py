@@ -60,6 +60,11 @@ def perturb(z: Tensor, q: Tensor, mask: Tensor, codebook: Tensor, strategy: Samp
     return out.permute(0, 3, 1, 2).contiguous()
 
 
+def _per_sample(flags: Tensor) -> Tensor:
+    """(B,) bool -> (B, 1, 1, 1) float, to switch a sample's mask on or off."""
+    return flags.float()[:, None, None, None]
+
+
 @torch.no_grad()
 def feature_anomalies(latent: Any, encoding: Any, mask: Tensor, strategy: SamplingStrategy, config: DSRConfig,
                       generator: torch.Generator) -> FeatureAnomalies:
@@ -79,9 +84,8 @@ def feature_anomalies(latent: Any, encoding: Any, mask: Tensor, strategy: Sampli
     mask_lo = pool_mask(mask, tuple(q_lo.shape[-2:]))  # (B, 1, H/8, W/8)
     mask_hi = pool_mask(mask, tuple(q_hi.shape[-2:]))  # (B, 1, H/4, W/4)
     anomalous = mask.flatten(1).amax(1) > 0  # (B,)
-    gate = lambda keep: keep.to(mask.dtype)[:, None, None, None]  # noqa: E731  (B,) bool -> (B,1,1,1)
 
-    new_lo = perturb(encoding.z_lo, q_lo, mask_lo * gate(levels != HI_ONLY), latent.quantizer_lo.codebook,
+    new_lo = perturb(encoding.z_lo, q_lo, mask_lo * _per_sample(levels != HI_ONLY), latent.quantizer_lo.codebook,
                      strategy, generator)
 
     z_hi, base_hi = encoding.z_hi, q_hi
@@ -92,7 +96,7 @@ def feature_anomalies(latent: Any, encoding: Any, mask: Tensor, strategy: Sampli
         q_both = codebook_hi[latent.quantizer_hi.quantize_indices(z_both)].permute(0, 3, 1, 2).to(q_hi.dtype)
         z_hi, base_hi = z_hi.clone(), q_hi.clone()
         z_hi[both], base_hi[both] = z_both.to(z_hi.dtype), q_both
-    new_hi = perturb(z_hi, base_hi, mask_hi * gate(levels != LO_ONLY), latent.quantizer_hi.codebook,
+    new_hi = perturb(z_hi, base_hi, mask_hi * _per_sample(levels != LO_ONLY), latent.quantizer_hi.codebook,
                      strategy, generator)
 
     size = tuple(mask.shape[-2:])

@@ -43,8 +43,8 @@ def perlin_noise(size: int | tuple[int, int], scales: Tensor, generator: torch.G
         raise ValueError(f"scales must be a (B, 2) tensor of integers >= 1, got shape {tuple(scales.shape)}")
     b = scales.shape[0]
     rows, cols = int(scales[:, 0].max()) + 1, int(scales[:, 1].max()) + 1  # lattice points of the largest scale
-    angles = _random.uniform((b, rows, cols), generator, device) * (2.0 * math.pi)
-    gradients = torch.stack((angles.cos(), angles.sin()), dim=-1).reshape(b * rows * cols, 2)
+    angles = _random.uniform((b, rows * cols), generator, device) * (2.0 * math.pi)
+    grad_y, grad_x = angles.cos(), angles.sin()  # (B, rows * cols) unit gradients at the lattice points
 
     # Pixel-centre coordinates in lattice units, per sample: (B, H) and (B, W).
     y = (torch.arange(h, device=device) + 0.5) / h * scales[:, :1]
@@ -53,12 +53,10 @@ def perlin_noise(size: int | tuple[int, int], scales: Tensor, generator: torch.G
     x0 = torch.minimum(x.floor().long(), scales[:, 1:] - 1)
     fy, fx = (y - y0)[:, :, None], (x - x0)[:, None, :]  # (B, H, 1), (B, 1, W) offsets inside the cell
 
-    base = torch.arange(b, device=device)[:, None, None] * (rows * cols)
-
     def corner(dy: int, dx: int) -> Tensor:  # dot(gradient at corner, offset from corner): (B, H, W)
-        index = base + (y0[:, :, None] + dy) * cols + (x0[:, None, :] + dx)
-        g = gradients[index]  # (B, H, W, 2)
-        return g[..., 0] * (fy - dy) + g[..., 1] * (fx - dx)
+        index = ((y0[:, :, None] + dy) * cols + (x0[:, None, :] + dx)).view(b, h * w)
+        gy, gx = grad_y.gather(1, index).view(b, h, w), grad_x.gather(1, index).view(b, h, w)
+        return gy * (fy - dy) + gx * (fx - dx)
 
     ty, tx = _fade(fy), _fade(fx)
     top = torch.lerp(corner(0, 0), corner(0, 1), tx)

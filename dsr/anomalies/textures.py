@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from dsr.anomalies.perlin import perlin_noise, random_scales
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 SYNTHETIC_KINDS = ("perlin_colour", "stripes", "checker", "marble")
+CACHE_SIZE = 128  # decoded folder textures kept in memory (~25 MB at 256 px)
 
 
 class TextureSource:
@@ -41,7 +42,7 @@ class TextureSource:
             if not self.paths:
                 raise ValueError(f"texture folder {str(self.directory)!r} has no readable images "
                                  f"({len(candidates)} file(s) with extensions {', '.join(IMAGE_EXTENSIONS)})")
-            self._load = lru_cache(maxsize=128)(self._load_uncached)
+        self._cache: OrderedDict[int, Tensor] = OrderedDict()  # recently decoded textures (uint8), picklable
 
     @property
     def synthesised(self) -> bool:
@@ -56,10 +57,18 @@ class TextureSource:
             return torch.zeros(0, 3, self.image_size, self.image_size, device=device)
         return torch.stack([self._load(i) for i in picks]).to(device=device, dtype=torch.float32) / 255.0
 
-    def _load_uncached(self, index: int) -> Tensor:
+    def _load(self, index: int) -> Tensor:
+        """Texture `index` as (3, S, S) uint8, from the cache or decoded and resized."""
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
         with Image.open(self.paths[index]) as image:
             image = image.convert("RGB").resize((self.image_size, self.image_size), Image.BILINEAR)
-            return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)  # (3, S, S) uint8
+            texture = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+        self._cache[index] = texture
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return texture
 
 
 def _readable(path: Path) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,8 @@ def test_texture_folder(tmp_path: Path) -> None:
     images = _grey(4, 16)
     out, masks = texture_anomalies(images, source, torch.Generator().manual_seed(0), CONFIG)
     _assert_changed_where_masked(images, out, masks)
+    copy = pickle.loads(pickle.dumps(source))  # Ray ships it to workers
+    assert torch.equal(copy.sample(5, torch.Generator().manual_seed(0)), textures)
 
 
 def test_texture_folder_errors_name_the_folder(tmp_path: Path) -> None:
