@@ -1,0 +1,97 @@
+"""Run a model's `predict` over a test set and compute every metric; average metrics over categories."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from dsr.data.dataset import DataTensors
+from dsr.evaluation.metrics import aupro, center_crop as crop, image_metrics, pixel_metrics
+
+METRIC_NAMES = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
+
+
+def _batches(dataset: Dataset | DataTensors, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor,
+                                                                                   torch.Tensor]]:
+    """(images (B,3,S,S), masks (B,1,S,S), labels (B,)) from a dict-item Dataset or in-memory DataTensors."""
+    if isinstance(dataset, DataTensors):
+        for start in range(0, len(dataset.labels), batch_size):
+            end = start + batch_size
+            yield dataset.images[start:end], dataset.masks[start:end], dataset.labels[start:end]
+        return
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+        yield batch["image"], batch["mask"], torch.as_tensor(batch["label"])
+
+
+@torch.inference_mode()
+def predict_all(
+    model: nn.Module, dataset: Dataset | DataTensors, batch_size: int = 8, device: str | torch.device = "cpu"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(image scores (N,), pixel maps (N,S,S), labels (N,), masks (N,S,S)) of `model.predict` over a dataset."""
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    was_training = model.training
+    model.eval()
+    scores, maps, labels, masks = [], [], [], []
+    try:
+        for images, batch_masks, batch_labels in _batches(dataset, batch_size):
+            prediction = model.predict(images.to(device))
+            batch_maps = prediction.pixel_maps.float().cpu()  # (B, S, S)
+            if batch_maps.shape != batch_masks[:, 0].shape:
+                raise ValueError(f"model.predict returned pixel maps of shape {tuple(batch_maps.shape)} for masks "
+                                 f"of shape {tuple(batch_masks[:, 0].shape)}; they must match")
+            scores.append(prediction.image_scores.float().cpu().reshape(-1))
+            maps.append(batch_maps)
+            labels.append(batch_labels.reshape(-1))
+            masks.append(batch_masks[:, 0] > 0.5)
+    finally:
+        model.train(was_training)
+    if not scores:
+        raise ValueError("the evaluation dataset is empty")
+    return (torch.cat(scores).numpy(), torch.cat(maps).numpy(), torch.cat(labels).numpy(),
+            torch.cat(masks).numpy())
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: Dataset | DataTensors,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    center_crop: int | None = None,
+) -> dict[str, float]:
+    """image_auroc, image_ap, pixel_auroc, pixel_ap and aupro (FPR <= 0.3) of `model.predict` on a test set.
+
+    dataset: an AnomalyDataset (or any Dataset with image/mask/label dict items) or DataTensors. center_crop=224
+    reproduces the reference's crop of maps and masks before the pixel metrics (image scores are not affected).
+    Undefined metrics are NaN (with a warning).
+    """
+    scores, maps, labels, masks = predict_all(model, dataset, batch_size, device)
+    maps, masks = crop(maps, center_crop), crop(masks, center_crop)
+    return {**image_metrics(scores, labels), **pixel_metrics(maps, masks), "aupro": aupro(maps, masks)}
+
+
+def mean_over_categories(per_category: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The mean of each metric over categories (the paper's summary), skipping NaN values with a warning.
+
+    A metric missing or NaN in every category is NaN. Raises ValueError on an empty input.
+    """
+    if not per_category:
+        raise ValueError("mean_over_categories needs at least one category")
+    names = list(dict.fromkeys(name for metrics in per_category.values() for name in metrics))
+    means = {}
+    for name in names:
+        values = {cat: float(m[name]) for cat, m in per_category.items() if name in m}
+        skipped = sorted(cat for cat, v in values.items() if math.isnan(v))
+        missing = sorted(set(per_category) - set(values))
+        if skipped or missing:
+            warnings.warn(f"mean of {name} leaves out categories {skipped + missing} (NaN or missing)",
+                          RuntimeWarning, stacklevel=2)
+        kept = [v for v in values.values() if not math.isnan(v)]
+        means[name] = float(np.mean(kept)) if kept else float("nan")
+    return means
