@@ -127,3 +127,16 @@ def test_defaults_and_command_line(tmp_path: Path, capsys: pytest.CaptureFixture
     assert len(train) == 60
     test = build_dataset("demo", tmp_path / "demo", "brick", "test", image_size=128)
     assert len(test) == 30 and int(test.labels.sum()) == 15
+
+
+def test_parallel_builds_agree(tmp_path: Path) -> None:
+    # two processes building the same root at once (parallel trials): both get one finished, identical build
+    import multiprocessing
+
+    root = tmp_path / "demo"
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        results = pool.starmap(build_demo, [(root, DEMO_CATEGORIES[:1], 32, 4, 2, 4, 0)] * 2)
+    assert results == [root, root]
+    assert read_demo_params(root)["categories"] == list(DEMO_CATEGORIES[:1])
+    assert _hashes(root) == _hashes(build_demo(tmp_path / "alone", DEMO_CATEGORIES[:1], 32, 4, 2, 4, 0))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".demo.")) == [".demo.lock"]
