@@ -61,7 +61,8 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         "",
         "Values are percent. A table cell is the mean over categories, averaged over the seeds whose every "
         "category finished; ± is the sample standard deviation (ddof=1) over those seeds, \"(n/m seeds)\" says "
-        f"how many seeds were complete, and {MISSING} marks a cell without a result (never 0). Per-category cells "
+        f"how many seeds were complete, and {MISSING} marks a cell without a result (\"missing\" in the figures; "
+        "never 0). Per-category cells "
         f"are mean ± std over seeds. Δ = ours − paper, in points; {PAPER_NOTE}. In the CSV files the numbers are "
         "unrounded and a missing value is an empty field. trials.csv lists every trial and its status.",
         "",
@@ -79,7 +80,9 @@ def _draw_figures(table: StudyTable, folder: Path) -> tuple[dict[str, Path], lis
     notes: list[str] = []
     jobs = [("overview", lambda ax: _overview(table, ax), (6.5, 4.0))]
     for metric in table.spec.metrics:
-        size = (1.6 + 1.1 * len(table.summary), 1.2 + 0.45 * max(len(table.categories), 1))
+        longest = max((len(str(label)) for label in table.summary["label"]), default=1)
+        size = (max(5.0, 2.5 + 1.1 * len(table.summary)),
+                1.6 + 0.45 * max(len(table.categories), 1) + (0.07 * longest if longest > 8 else 0.0))
         jobs.append((f"per_category-{metric}", lambda ax, m=metric: figures.plot_category_heatmap(
             category_matrix(table, m), m, ax=ax), size))
     for suffix, draw, size in jobs:
@@ -89,7 +92,7 @@ def _draw_figures(table: StudyTable, folder: Path) -> tuple[dict[str, Path], lis
                 ax = figures.new_axes(*size)
                 draw(ax)
                 ax.set_title(table_title(table) if suffix == "overview" else
-                             f"{table_title(table)}: {METRIC_NAMES[suffix.split('-', 1)[1]]} per category",
+                             f"{METRIC_NAMES[suffix.split('-', 1)[1]]} per category ({table.dataset}, {table.preset})",
                              fontsize=9)
                 drawn[suffix] = figures.save_figure(ax.figure, stem)[0]
         except Exception as error:  # a figure must not cost the tables; say what failed
@@ -104,7 +107,7 @@ def _overview(table: StudyTable, ax) -> None:
     if spec.layout == "wide":
         extras = [c for c in table.conditions if c != spec.condition]
         ours = summary.assign(series=summary[extras].astype(str).agg(" · ".join, axis=1)) if extras else summary
-        curve = table.paper_curve.rename(columns={"lambda_s": spec.condition}) if table.paper_curve is not None else None
+        curve = None if table.paper_curve is None else table.paper_curve.rename(columns={"lambda_s": spec.condition})
         figures.plot_metric_curve(ours, spec.condition, spec.metrics[0], paper=curve,
                                   series="series" if extras else None, ax=ax)
     else:
@@ -120,11 +123,12 @@ def _section(table: StudyTable, files: dict[str, dict[str, Path]], figs: dict[st
     lines = [f"## {table_title(table)}", ""]
     lines.append(f"**{table.missing.sentence()}**" if table.missing.missing else table.missing.sentence())
     lines += ["", to_markdown(summary_display(table), table_title(table)).split("\n", 2)[2].rstrip(), ""]
-    lines.append(f"Table: [Markdown]({link(main['md'])}) · [LaTeX]({link(main['tex'])}) · [CSV]({link(main['csv'])})")
+    lines.append(f"- Table: [Markdown]({link(main['md'])}) · [LaTeX]({link(main['tex'])}) · "
+                 f"[CSV]({link(main['csv'])})")
     for metric in table.spec.metrics:
         f = files[metric]
-        lines.append(f"Per category, {METRIC_NAMES[metric]}: [Markdown]({link(f['md'])}) · [LaTeX]({link(f['tex'])})"
-                     f" · [CSV]({link(f['csv'])})")
+        lines.append(f"- Per category, {METRIC_NAMES[metric]}: [Markdown]({link(f['md'])}) · "
+                     f"[LaTeX]({link(f['tex'])}) · [CSV]({link(f['csv'])})")
     lines.append("")
     for suffix, path in figs.items():
         lines += [f"![{table.name} {suffix}]({link(path)}) ([PDF]({link(path.with_suffix('.pdf'))}))", ""]

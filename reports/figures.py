@@ -1,6 +1,6 @@
 """Figures: each function draws an already-aggregated DataFrame onto an Axes and returns it; nothing is computed.
 
-Colour-blind palette throughout; a missing value is drawn as the MISSING marker, never as 0. `new_axes` and
+Colour-blind palette throughout; a missing value is written as "missing", never drawn as 0. `new_axes` and
 `save_figure` use matplotlib's object API (no pyplot state), so building a report needs no display backend.
 """
 
@@ -14,9 +14,10 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from reports.spec import METRIC_NAMES, MISSING
+from reports.spec import METRIC_NAMES
 
 PALETTE = "colorblind"
+MISSING_TEXT = "missing"  # a figure's marker for a value the experiment does not have (tables use "–")
 PAPER_COLOUR = "black"
 
 
@@ -53,14 +54,18 @@ def plot_metric_curve(ours: pd.DataFrame, x: str, metric: str, paper: pd.DataFra
                         label="± std over seeds" if i == 0 and np.isfinite(std).any() else None)
         for xv, yv in zip(frame[x], frame[metric]):
             if pd.isna(yv):
-                ax.annotate(MISSING, (float(xv), 0.0), xycoords=("data", "axes fraction"), ha="center",
-                            va="bottom", color=colour)
+                ax.annotate(MISSING_TEXT, (float(xv), 0.02), xycoords=("data", "axes fraction"), ha="center",
+                            va="bottom", color=colour, rotation=90)
     if paper is not None and not paper.empty:
         ax.plot(paper[x], paper["value"], linestyle="--", marker="s", color=PAPER_COLOUR, label="paper")
     ax.set_xscale("log")
+    ticks = sorted(set(ours[x].astype(float)) | (set(paper[x].astype(float)) if paper is not None else set()))
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel(x.replace("lambda_s", "λs"))
     ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} (%)")
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     return ax
 
 
@@ -82,11 +87,14 @@ def plot_grouped_bars(summary: pd.DataFrame, metrics: list[str], label: str = "l
         errors = summary[f"{metric}_std"].to_numpy(float)
         has = np.isfinite(values)
         ax.bar(xs[has], values[has], width=width * 0.9, color=colours[j % len(colours)],
-               label=METRIC_NAMES.get(metric, metric), yerr=np.where(np.isfinite(errors), errors, 0.0)[has],
-               capsize=3, error_kw={"elinewidth": 1})
+               label=METRIC_NAMES.get(metric, metric))
+        spread = has & np.isfinite(errors)
+        ax.errorbar(xs[spread], values[spread], yerr=errors[spread], fmt="none", ecolor="0.2", capsize=3,
+                    elinewidth=1)
         for xv, v in zip(xs, values):
             if not np.isfinite(v):
-                ax.text(xv, 0.0, MISSING, ha="center", va="bottom", fontsize=12)
+                ax.annotate(MISSING_TEXT, (xv, 0.02), xycoords=("data", "axes fraction"), ha="center",
+                            va="bottom", rotation=90)
         paper_col = f"{metric}_paper"
         if paper_col in summary:
             paper = summary[paper_col].to_numpy(float)
@@ -96,15 +104,17 @@ def plot_grouped_bars(summary: pd.DataFrame, metrics: list[str], label: str = "l
                            zorder=3, label=None if paper_labelled else "paper")
                 paper_labelled = True
     ax.set_xticks(centres, summary[label].astype(str), rotation=30 if n > 4 else 0, ha="right" if n > 4 else "center")
+    ax.set_xlim(-0.6, n - 0.4)
     ax.set_ylabel("%")
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
     return ax
 
 
 def plot_category_heatmap(matrix: pd.DataFrame, metric: str, ax: Axes | None = None) -> Axes:
-    """Categories x conditions heatmap of one metric (percent); missing cells stay blank and say MISSING."""
+    """Categories x conditions heatmap of one metric (percent); missing cells stay blank and say "missing"."""
     ax = ax if ax is not None else _pyplot_axes()
-    annotations = matrix.map(lambda v: MISSING if pd.isna(v) else f"{v:.1f}")
+    annotations = matrix.map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
     data = matrix.astype(float)
     if data.notna().any().any():
         sns.heatmap(data, annot=annotations.to_numpy(), fmt="", cmap="viridis", mask=data.isna(), ax=ax,
@@ -115,7 +125,13 @@ def plot_category_heatmap(matrix: pd.DataFrame, metric: str, ax: Axes | None = N
         ax.set_xticks(np.arange(data.shape[1]) + 0.5, data.columns)
         ax.set_yticks(np.arange(data.shape[0]) + 0.5, data.index)
     for (i, j) in zip(*np.nonzero(data.isna().to_numpy())):  # masked cells get no annotation from seaborn
-        ax.text(j + 0.5, i + 0.5, MISSING, ha="center", va="center")
+        ax.text(j + 0.5, i + 0.5, MISSING_TEXT, ha="center", va="center")
+    long_labels = any(len(str(c)) > 8 for c in data.columns)
+    ax.tick_params(axis="x", labelrotation=30 if long_labels else 0)
+    if long_labels:
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    ax.tick_params(axis="y", labelrotation=0)
     ax.set_xlabel("")
     ax.set_ylabel("category")
     return ax

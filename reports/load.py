@@ -116,7 +116,7 @@ def _trial_row(experiment: str, trial: Any, config: dict[str, Any], history: pd.
     overrides = config.get("overrides") or {}
     if not isinstance(overrides, dict):
         overrides = {}
-    variant = config.get("variant", "DSR")
+    variant = str(config.get("variant", "unknown"))
     preset_name = config.get("preset")
     strategy = overrides.get("sampling_strategy", _VARIANT_STRATEGY.get(variant, DEFAULT_SAMPLING_STRATEGY))
     sampling_params = overrides.get("sampling_params") or {}
