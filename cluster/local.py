@@ -204,6 +204,9 @@ def _node_env(extra: Mapping[str, str] | None) -> dict[str, str]:
         RAY_AUTH_TOKEN=secrets.token_hex(32),
         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1",  # a multi-node Ray must not pin itself to loopback
         RAY_USAGE_STATS_ENABLED="0",
+        # Ray's memory monitor kills tasks when the *machine* is above 95% memory; on a shared machine that is
+        # often someone else's doing, so the test cluster leaves out-of-memory handling to the kernel.
+        RAY_memory_monitor_refresh_ms="0",
         PYTHONPATH=os.pathsep.join(pythonpath),
         OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
     )

@@ -121,8 +121,8 @@ def connect(address: str, timeout_s: float = 5.0) -> None:
     except ConnectionError as err:
         mode = os.environ.get("RAY_AUTH_MODE", "unset")
         raise ConnectionError(
-            f"--address {address}: could not join the Ray cluster ({err}); if it uses token authentication, run "
-            f"with RAY_AUTH_MODE=token (now {mode}) and its token in RAY_AUTH_TOKEN or ~/.ray/auth_token"
+            f"--address {address}: could not join the Ray cluster ({err}); if it uses token authentication, "
+            f"set RAY_AUTH_MODE=token (here: {mode}) and the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token"
         ) from None
 
 

@@ -10,6 +10,7 @@ import pytest
 from cluster.local import ClusterHandle, multinode_cluster, namespaces_available
 
 TINY_STUDY = Path(__file__).with_name("tiny_study.py")
+CONNECT = "import os; from studies.ray_runtime import connect; connect(os.environ['RAY_ADDRESS'])"
 
 _ok, _reason = namespaces_available()
 pytestmark = pytest.mark.skipif(not _ok, reason=f"network namespaces cannot be created here: {_reason}")
@@ -29,6 +30,10 @@ def test_tune_trials_run_on_both_nodes(tmp_path: Path) -> None:
         run = cluster.run_in_head([sys.executable, str(TINY_STUDY), str(tmp_path / "results"), "4"], timeout=300)
         assert run.returncode == 0, run.stderr[-3000:]
         summary = json.loads(run.stdout.strip().splitlines()[-1])
+        # A client without the cluster's token is refused, with a one-line hint (Ray itself gives up after ~20 s).
+        refused = cluster.run_python_in_head(CONNECT, env={"RAY_AUTH_TOKEN": "0" * 64}, timeout=120)
+        assert refused.returncode != 0
+        assert "could not join" in refused.stderr and "RAY_AUTH_TOKEN" in refused.stderr.strip().splitlines()[-1]
 
     assert summary["errors"] == 0
     assert len(summary["nodes"]) == 4  # every trial reported stage "done"

@@ -12,6 +12,8 @@ import time
 import ray
 from ray import tune
 
+from studies.ray_runtime import connect
+
 
 def report_node(config: dict) -> None:
     """Hold one CPU for a moment (so trials overlap and spread) and report where this trial ran."""
@@ -22,7 +24,7 @@ def report_node(config: dict) -> None:
 
 if __name__ == "__main__":
     storage, num_trials = sys.argv[1], int(sys.argv[2])
-    ray.init(address=os.environ["RAY_ADDRESS"], logging_level="ERROR", log_to_driver=False)
+    connect(os.environ["RAY_ADDRESS"])
     tuner = tune.Tuner(
         tune.with_resources(report_node, {"cpu": 1}),
         param_space={"trial": tune.grid_search(list(range(num_trials))), "hold_s": 2.0},
