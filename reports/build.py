@@ -45,6 +45,9 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         if table.duplicates_dropped:
             notes.append(f"{table.name}: {table.duplicates_dropped} duplicate trial(s) of the same cell; the latest "
                          "finished one is used.")
+        if table.unplaced:
+            notes.append(f"{table.name}: {table.unplaced} trial(s) left out: their {table.spec.condition} is unknown "
+                         "(no override and no preset default).")
         figure_paths, figure_notes = _draw_figures(table, out / "figures")
         notes += figure_notes
         sections.append(_section(table, files, figure_paths, out))

@@ -8,6 +8,7 @@ deviation (ddof=1) when there are two or more. A seed with a category missing is
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -61,7 +62,8 @@ class StudyTable:
     summary: pd.DataFrame
     per_category: pd.DataFrame
     missing: MissingCount
-    duplicates_dropped: int
+    duplicates_dropped: int  # trials of an already-filled cell (a rerun): the latest finished one is kept
+    unplaced: int  # trials whose condition is unknown (e.g. a preset without a default K): left out
     paper_curve: pd.DataFrame | None  # the paper's sweep (lambda_s, value) for the wide tables, else None
 
     @property
@@ -91,7 +93,8 @@ def study_table(group: pd.DataFrame, spec: StudySpec, dataset: str, preset: str)
     group = group.copy()
     group["other_overrides"] = [_other_overrides(o, spec) for o in group["overrides"]]
     conditions = _condition_columns(group, spec)
-    group = group.dropna(subset=list(conditions))  # e.g. an unknown preset: no effective K, cannot be placed
+    placed = group.dropna(subset=list(conditions))  # e.g. an unknown preset: no effective K, cannot be placed
+    unplaced, group = len(group) - len(placed), placed
     cells = list(conditions) + ["category", "seed"]
     ranked = group.assign(_done=group["status"] == "done").sort_values(["_done", "timestamp"], na_position="first")
     unique = ranked.drop_duplicates(subset=cells, keep="last").drop(columns="_done")
@@ -106,13 +109,7 @@ def study_table(group: pd.DataFrame, spec: StudySpec, dataset: str, preset: str)
     summary_rows, category_rows = [], []
     for values in condition_rows.itertuples(index=False):
         key = dict(zip(conditions, values))
-        mask = pd.Series(True, index=done.index)
-        for column, value in key.items():
-            mask &= done[column] == value
-        sub = done[mask]
-        trials_in_cond = unique
-        for column, value in key.items():
-            trials_in_cond = trials_in_cond[trials_in_cond[column] == value]
+        sub, trials_in_cond = _select(done, key), _select(unique, key)
         row: dict[str, Any] = {**key, "label": condition_label(key)}
         variant = key.get("variant", _unique(trials_in_cond["variant"]))
         lambda_s = key.get("lambda_s", _unique(trials_in_cond["lambda_s"]))
@@ -142,13 +139,13 @@ def study_table(group: pd.DataFrame, spec: StudySpec, dataset: str, preset: str)
         "n_seeds_expected", "n_trials_done", "n_trials_expected"])
     per_category = pd.DataFrame(category_rows, columns=[*conditions, "label", "category", *metric_columns,
                                                         "n_seeds_expected"])
-    missing = _missing(unique, len(condition_rows) * n_expected, conditions)
+    missing = _missing(unique, len(condition_rows) * n_expected)
     curve = None
     if spec.layout == "wide" and spec.paper_table is not None:
         curve = paper_curve(spec.paper_table, spec.metrics[0], _unique(unique["variant"]) or "DSR")
     name = "-".join(_slug(part) for part in (spec.stem, dataset, preset))
     return StudyTable(spec, dataset, preset, name, tuple(conditions), categories, seeds, summary, per_category,
-                      missing, duplicates, curve)
+                      missing, duplicates, unplaced, curve)
 
 
 def category_matrix(table: StudyTable, metric: str) -> pd.DataFrame:
@@ -170,6 +167,14 @@ def format_condition(column: str, value: Any) -> str:
     return str(value)
 
 
+def _select(frame: pd.DataFrame, key: dict[str, Any]) -> pd.DataFrame:
+    """The rows of one condition."""
+    mask = pd.Series(True, index=frame.index)
+    for column, value in key.items():
+        mask &= frame[column] == value
+    return frame[mask]
+
+
 def _seed_aggregate(done: pd.DataFrame, metric: str, categories: tuple[str, ...]) -> tuple[float, float, int]:
     """Mean and sample std over complete seeds of the per-seed category mean (percent), and how many seeds."""
     values = done.dropna(subset=[metric])
@@ -184,7 +189,7 @@ def _seed_aggregate(done: pd.DataFrame, metric: str, categories: tuple[str, ...]
     return float(per_seed.mean()), float(per_seed.std(ddof=1)) if n > 1 else math.nan, n
 
 
-def _missing(unique: pd.DataFrame, expected: int, conditions: tuple[str, ...]) -> MissingCount:
+def _missing(unique: pd.DataFrame, expected: int) -> MissingCount:
     done = int((unique["status"] == "done").sum())
     counts = unique.loc[unique["status"] != "done", "status"].value_counts()
     reasons = {status: int(counts.get(status, 0)) for status in NOT_DONE}
@@ -205,8 +210,6 @@ def _condition_columns(group: pd.DataFrame, spec: StudySpec) -> tuple[str, ...]:
 
 
 def _other_overrides(overrides_json: str, spec: StudySpec) -> str:
-    import json
-
     overrides = json.loads(overrides_json)
     rest = {k: v for k, v in overrides.items() if k not in spec.primary_fields}
     return ", ".join(f"{k}={rest[k]}" for k in sorted(rest)) or "none"
