@@ -1,4 +1,8 @@
-"""A real two-node Ray: head and worker in their own network namespaces, a tiny Tune study spread across both."""
+"""A real two-node Ray: head and worker in their own network namespaces, tiny Tune studies spread across both.
+
+One cluster (with its dashboard, for Ray Jobs) serves the tests of this module; the fixture checks at the end
+that teardown left no namespace behind.
+"""
 
 import json
 import subprocess
@@ -8,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cluster.local import ClusterHandle, multinode_cluster, namespaces_available
+from studies.ray_runtime import plan_cluster_run
 
 TINY_STUDY = Path(__file__).with_name("tiny_study.py")
 CONNECT = "import os; from studies.ray_runtime import connect; connect(os.environ['RAY_ADDRESS'])"
@@ -21,25 +26,57 @@ def _namespaces() -> set[str]:
     return {line.split()[0] for line in listing.splitlines() if line.strip()}
 
 
-def test_tune_trials_run_on_both_nodes(tmp_path: Path) -> None:
-    with multinode_cluster(num_workers=1, cpus_per_node=1) as cluster:
-        assert isinstance(cluster, ClusterHandle)
-        assert not cluster.head_ip.startswith("127.") and cluster.head_ip not in cluster.worker_ips
-        ours = {name for name in _namespaces() if name.startswith(cluster.head_namespace.rsplit("-", 1)[0])}
-        assert len(ours) == 3  # head, worker and the switch between them
-        run = cluster.run_in_head([sys.executable, str(TINY_STUDY), str(tmp_path / "results"), "4"], timeout=300)
-        assert run.returncode == 0, run.stderr[-3000:]
-        summary = json.loads(run.stdout.strip().splitlines()[-1])
-        # A client without the cluster's token is refused, with a one-line hint (Ray itself gives up after ~20 s).
-        refused = cluster.run_python_in_head(CONNECT, env={"RAY_AUTH_TOKEN": "0" * 64}, timeout=120)
-        assert refused.returncode != 0
-        assert "could not join" in refused.stderr and "RAY_AUTH_TOKEN" in refused.stderr.strip().splitlines()[-1]
+def _summary(stdout: str) -> dict:
+    """The JSON line tiny_study.py prints last."""
+    lines = [line for line in stdout.splitlines() if line.startswith('{"nodes"')]
+    assert lines, stdout[-3000:]
+    return json.loads(lines[-1])
 
-    assert summary["errors"] == 0
-    assert len(summary["nodes"]) == 4  # every trial reported stage "done"
-    assert set(summary["nodes"]) == {cluster.head_ip, *cluster.worker_ips}
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    with multinode_cluster(num_workers=1, cpus_per_node=1, include_dashboard=True) as handle:
+        tag = handle.head_namespace.rsplit("-", 1)[0]
+        ours = {name for name in _namespaces() if name.startswith(tag)}
+        assert len(ours) == 3  # head, worker and the switch between them
+        yield handle
     # Teardown removed the namespaces (and with them every process that lived in them).
     assert not ours & _namespaces()
+
+
+def test_tune_trials_run_on_both_nodes(ray_cluster: ClusterHandle, tmp_path: Path) -> None:
+    assert not ray_cluster.head_ip.startswith("127.") and ray_cluster.head_ip not in ray_cluster.worker_ips
+    run = ray_cluster.run_in_head([sys.executable, str(TINY_STUDY), str(tmp_path / "results"), "4"], timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = _summary(run.stdout)
+    assert summary["errors"] == 0
+    assert len(summary["nodes"]) == 4  # every trial reported stage "done"
+    assert set(summary["nodes"]) == {ray_cluster.head_ip, *ray_cluster.worker_ips}
+
+
+def test_ray_job_submit_step_runs_the_study_on_the_cluster(ray_cluster: ClusterHandle, tmp_path: Path) -> None:
+    """The `ray job submit` step of the --cluster plan, pointed at this cluster's dashboard instead of a tunnel."""
+    storage = str(tmp_path / "job-results")
+    study_argv = [str(TINY_STUDY.relative_to(TINY_STUDY.parents[2])), storage, "2"]
+    steps = plan_cluster_run("cluster/aws.yaml", study_argv, tmp_path / "local", storage=storage,
+                             submission_id="dsr-multinode-test", python=sys.executable,
+                             ray_cli=str(Path(sys.executable).with_name("ray")))
+    (submit,) = [step for step in steps if step.argv[1:3] == ("job", "submit")]
+    argv = list(submit.argv)
+    argv[argv.index("--address") + 1] = ray_cluster.dashboard_url
+    run = ray_cluster.run_in_head(argv, env=dict(submit.env), timeout=300)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    summary = _summary(run.stdout)  # the job's output was streamed back
+    assert summary["errors"] == 0 and len(summary["nodes"]) == 2
+    assert (Path(storage) / "tiny").is_dir()
+
+
+def test_client_without_the_token_is_refused_in_one_line(ray_cluster: ClusterHandle) -> None:
+    # Ray itself gives up after about 20 s; connect() turns that into one line that names the token settings.
+    refused = ray_cluster.run_python_in_head(CONNECT, env={"RAY_AUTH_TOKEN": "0" * 64}, timeout=120)
+    assert refused.returncode != 0
+    last = refused.stderr.strip().splitlines()[-1]
+    assert "could not join" in last and "RAY_AUTH_TOKEN" in last and ray_cluster.address in last
 
 
 def test_bad_cluster_size_is_refused() -> None:
