@@ -106,6 +106,8 @@ def load_experiment(results_dir: str | Path) -> pd.DataFrame:
     frame["codebook_size"] = pd.to_numeric(frame["codebook_size"], errors="coerce").astype("Int64")
     for column in (*METRICS, "lambda_s", "timestamp"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    frame = frame.sort_values(["experiment", "study", "variant", "category", "seed", "trial_id"],
+                              key=lambda c: c.astype(str)).reset_index(drop=True)
     frame.attrs["notes"] = notes
     frame.attrs["experiments"] = read
     return frame

@@ -114,7 +114,9 @@ _LATEX = {
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX.get(ch, ch) for ch in text)
+    """Escape LaTeX specials and write the few non-ASCII symbols of the tables in math mode."""
+    parts = text.split("λs")
+    return r"$\lambda_s$".join("".join(_LATEX.get(ch, ch) for ch in part) for part in parts)
 
 
 def write_table(frame: pd.DataFrame, numbers: pd.DataFrame, stem: Path, title: str,
