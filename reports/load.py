@@ -107,7 +107,7 @@ def load_experiment(results_dir: str | Path) -> pd.DataFrame:
     for column in (*METRICS, "lambda_s", "timestamp"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     frame = frame.sort_values(["experiment", "study", "variant", "category", "seed", "trial_id"],
-                              key=lambda c: c.astype(str)).reset_index(drop=True)
+                              key=lambda c: c.astype(str) if c.dtype == object else c).reset_index(drop=True)
     frame.attrs["notes"] = notes
     frame.attrs["experiments"] = read
     return frame
