@@ -28,9 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SUBNET = "10.250.0"  # a /24 that exists only inside the namespaces this module creates
@@ -71,10 +71,10 @@ def namespaces_available() -> tuple[bool, str]:
     if os.geteuid() != 0:
         return False, "creating network namespaces needs root"
     probe = f"dsrprobe{os.getpid()}{secrets.token_hex(2)}"
-    result = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    result = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         return False, f"`ip netns add` failed: {result.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
     return True, ""
 
 
@@ -270,12 +270,12 @@ def _teardown(namespaces: list[str], switch_ns: str, seen: set[int]) -> None:
         _signal_pids(left, signal.SIGKILL)
         time.sleep(0.1)
     for ns in reversed(namespaces):  # nodes first, the switch last
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
 def _netns_pids(ns: str) -> list[int]:
     """Pids of the processes living in network namespace `ns` (empty if it does not exist)."""
-    result = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+    result = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False)
     return [int(tok) for tok in result.stdout.split() if tok.isdigit()] if result.returncode == 0 else []
 
 
@@ -338,7 +338,7 @@ def _run_captured(
 
 
 def _ip(*args: str) -> None:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True)
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"`ip {' '.join(args)}` failed: {result.stderr.strip()}")
 

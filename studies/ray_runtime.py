@@ -22,9 +22,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -128,7 +129,7 @@ def connect(address: str, timeout_s: float = 5.0) -> None:
 
 def _split_address(address: str) -> tuple[str, int]:
     """("host", port) of "host:port" or "ray://host:port"; ValueError naming --address otherwise."""
-    bare = address[len("ray://"):] if address.startswith("ray://") else address
+    bare = address.removeprefix("ray://")
     host, sep, port = bare.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -284,7 +285,7 @@ def execute_plan(steps: Sequence[Command], cwd: str | os.PathLike[str], ready_ti
                     status = status or 1
                 continue
             output = subprocess.DEVNULL if step.quiet else None
-            code = subprocess.run(step.argv, cwd=cwd, env=env, stdout=output).returncode
+            code = subprocess.run(step.argv, cwd=cwd, env=env, stdout=output, check=False).returncode
             if code:
                 print(f"ray_runtime: {step.purpose} failed (exit {code}): {' '.join(step.argv[:4])} ...",
                       file=sys.stderr)

@@ -41,7 +41,7 @@ def test_loopback_classification(ip: str, expected: bool) -> None:
 def test_embedded_ray_listens_on_loopback_only() -> None:
     env = {k: v for k, v in os.environ.items()
            if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}  # init_local_ray must do it alone
-    run = subprocess.run([sys.executable, "-c", DRIVER, str(REPO_ROOT)], env=env, capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-c", DRIVER, str(REPO_ROOT)], env=env, capture_output=True, text=True, check=False,
                          timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])

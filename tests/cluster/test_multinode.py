@@ -80,14 +80,13 @@ def test_client_without_the_token_is_refused_in_one_line(ray_cluster: ClusterHan
 
 
 def test_bad_cluster_size_is_refused() -> None:
-    with pytest.raises(ValueError, match="num_workers"):
-        with multinode_cluster(num_workers=0):
-            pass
+    with pytest.raises(ValueError, match="num_workers"), multinode_cluster(num_workers=0):
+        pass
 
 
 def test_failed_start_still_removes_everything(monkeypatch: pytest.MonkeyPatch) -> None:
     """The head starts, the worker fails: the head's processes are ended and every namespace is deleted."""
-    import cluster.local as local
+    from cluster import local
 
     real_start = local._ray_start
     started: list[str] = []
@@ -100,9 +99,8 @@ def test_failed_start_still_removes_everything(monkeypatch: pytest.MonkeyPatch) 
         assert local._netns_pids(ns), "the head's processes live in its namespace"
 
     monkeypatch.setattr(local, "_ray_start", start_head_then_fail)
-    with pytest.raises(RuntimeError, match="simulated"):
-        with multinode_cluster(num_workers=1):
-            pass
+    with pytest.raises(RuntimeError, match="simulated"), multinode_cluster(num_workers=1):
+        pass
     tag = started[0].rsplit("-", 1)[0]
     assert not {name for name in _namespaces() if name.startswith(tag)}
     assert local._netns_pids(started[0]) == []

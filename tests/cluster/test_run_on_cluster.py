@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 import studies.ray_runtime as rt
-from studies.ray_runtime import Command, connect, execute_plan, plan_cluster_run, run_on_cluster
+from studies.ray_runtime import (
+    Command,
+    connect,
+    execute_plan,
+    plan_cluster_run,
+    run_on_cluster,
+)
 
 AWS = Path(__file__).resolve().parents[2] / "cluster" / "aws.yaml"
 STUDY = ["studies/ablation.py", "--preset", "small", "--storage", "/home/ubuntu/dsr-results"]
