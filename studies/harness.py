@@ -1,0 +1,273 @@
+"""The shared study harness: one command line, checks before any trial starts, Ray Tune, the report at the end.
+
+A study file declares a `Study` (its name, its search space, optionally a searcher and scheduler) and calls
+`main(STUDY)`. Everything else — where Ray runs, data, seeds, storage, resume, fault tolerance, the report — is
+here, the same for every study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_DEMO_ROOT = PROJECT_DIR / "data" / "demo"
+DEFAULT_STORAGE = PROJECT_DIR / "results"
+METRIC, MODE = "image_auroc", "max"
+
+
+@dataclass
+class Study:
+    """A study: a name and what it varies. `space(args)` returns the trial-config entries the study varies
+    (Tune grid_search / distributions allowed, e.g. {"variant": tune.grid_search([...])} or
+    {"overrides": {"similarity_bound": tune.grid_search([...])}}); `searcher(args)`/`scheduler(args)` optionally
+    return a Tune search algorithm / scheduler (e.g. OptunaSearch + ASHA)."""
+
+    name: str
+    description: str
+    space: Callable[[argparse.Namespace], dict[str, Any]]
+    searcher: Callable[[argparse.Namespace], Any] | None = None
+    scheduler: Callable[[argparse.Namespace], Any] | None = None
+    default_categories: int | None = None  # with no --categories: the first N of the dataset (None: all)
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class StudyError(ValueError):
+    """Bad input found before any trial starts; printed as one line."""
+
+
+def build_parser(study: Study) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"studies/{study.name}.py", description=study.description)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--cluster", metavar="FILE", help="Ray cluster launcher file: bring it up (or reuse it), "
+                       "run the study there through Ray Jobs, bring the results back")
+    where.add_argument("--address", metavar="ADDR", help="an existing Ray cluster (host:port or ray://...)")
+    parser.add_argument("--preset", default="small", help="DSR preset: small (default), paper or tiny")
+    parser.add_argument("--dataset", default="demo", choices=["mvtec", "ksdd2", "folder", "demo"])
+    parser.add_argument("--data", metavar="PATH", help="dataset root (default for demo: data/demo, built on use)")
+    parser.add_argument("--categories", nargs="+", metavar="C", help="categories (default: the study's choice)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per configuration (0..N-1)")
+    parser.add_argument("--storage", default=str(DEFAULT_STORAGE), help="results: a path or a URI (s3://...)")
+    parser.add_argument("--name", default=None, help="experiment name (a folder under --storage)")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0)
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed, e.g. 0.5")
+    parser.add_argument("--max-concurrent", type=int, default=0, help="trials at once (0: as resources allow)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment of this name")
+    parser.add_argument("--max-failures", type=int, default=3, help="retries of a failed trial (from checkpoint)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a DSRConfig field for every trial, e.g. --set stage2_iterations=200")
+    parser.add_argument("--stage1-data", metavar="DIR", help="images for stage 1 (default: the categories' "
+                        "train images)")
+    parser.add_argument("--report-every", type=int, default=0, help="iterations between progress reports")
+    parser.add_argument("--checkpoint-every", type=int, default=0, help="iterations between checkpoints")
+    parser.add_argument("--no-report", action="store_true", help="skip building the report at the end")
+    if study.add_arguments is not None:
+        study.add_arguments(parser)
+    return parser
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """FIELD=VALUE with VALUE parsed as JSON where it can be (numbers, true/false, null, dicts)."""
+    import json
+
+    from dsr.config import DSRConfig
+
+    if "=" not in text:
+        raise StudyError(f"--set {text!r}: expected FIELD=VALUE")
+    name, raw = text.split("=", 1)
+    fields = DSRConfig.__dataclass_fields__
+    if name not in fields:
+        raise StudyError(f"--set {name}: not a DSRConfig field")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return name, value
+
+
+def _grid_points(space: Any) -> list[Any]:
+    """Every concrete value a (possibly nested) space of grid_search / constants can take, for validation."""
+    if isinstance(space, dict):
+        if set(space) == {"grid_search"}:
+            return [p for value in space["grid_search"] for p in _grid_points(value)]
+        keys = list(space)
+        options = [_grid_points(space[k]) for k in keys]
+        return [dict(zip(keys, combo)) for combo in itertools.product(*options)]
+    return [space]
+
+
+def resolve_data(args: argparse.Namespace, study: Study) -> tuple[str, list[str]]:
+    """The dataset root and categories, checked: a clear error for a missing path or unknown category."""
+    from dsr.data import build_demo, list_categories
+
+    if args.dataset == "demo":
+        root = Path(args.data or DEFAULT_DEMO_ROOT).resolve()
+        build_demo(root)
+    else:
+        if not args.data:
+            raise StudyError(f"--data is required for --dataset {args.dataset}")
+        root = Path(args.data).resolve()
+        if not root.exists():
+            raise StudyError(f"--data {args.data}: no such folder")
+    try:
+        available = list_categories(args.dataset, root)
+    except (ValueError, FileNotFoundError) as error:
+        raise StudyError(f"--data {root}: {error}") from error
+    if args.categories:
+        unknown = [c for c in args.categories if c not in available]
+        if unknown:
+            raise StudyError(f"--categories: {', '.join(unknown)} not in {root} (present: {', '.join(available)})")
+        return str(root), list(args.categories)
+    return str(root), available[: study.default_categories] if study.default_categories else available
+
+
+def build_param_space(study: Study, args: argparse.Namespace, data_root: str, categories: list[str]) -> dict:
+    from ray import tune
+
+    overrides = dict(parse_override(text) for text in args.overrides)
+    space: dict[str, Any] = {
+        "study": study.name,
+        "preset": args.preset,
+        "dataset": args.dataset,
+        "data_root": data_root,
+        "variant": "DSR",
+        "category": tune.grid_search(categories) if len(categories) > 1 else categories[0],
+        "seed": tune.grid_search(list(range(args.seeds))) if args.seeds > 1 else 0,
+        "overrides": overrides,
+    }
+    varied = study.space(args)
+    if "overrides" in varied:
+        varied = {**varied, "overrides": {**overrides, **varied["overrides"]}}
+    space.update(varied)
+    return space
+
+
+def validate_space(space: dict[str, Any], study: Study, args: argparse.Namespace) -> int:
+    """Resolve every grid point's DSRConfig (unknown variant/strategy, bad value: one line); the number of points."""
+    from studies.trial import resolve_config
+
+    if study.searcher is not None:
+        return 0
+    points = _grid_points(space)
+    for point in points:
+        try:
+            resolve_config(point)
+        except ValueError as error:
+            raise StudyError(str(error).splitlines()[0]) from error
+    return len(points)
+
+
+def check_data(data_root: str, categories: list[str], args: argparse.Namespace) -> None:
+    """List each category's train and test files (no decoding): a wrong layout stops here, not in a trial."""
+    from dsr.config import preset
+    from dsr.data import build_dataset
+
+    config = preset(args.preset)
+    for category in categories:
+        for split in ("train", "test"):
+            try:
+                build_dataset(args.dataset, data_root, category, split, config.image_size)
+            except (ValueError, FileNotFoundError) as error:
+                raise StudyError(str(error).splitlines()[0]) from error
+
+
+def run_study(study: Study, argv: list[str] | None = None) -> int:
+    """Parse, check, run on Ray Tune, report. Returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(study).parse_args(argv)
+    name = args.name or study.name
+    try:
+        from dsr.config import preset
+
+        preset(args.preset)
+        if args.cluster:
+            return _run_on_cluster(study, args, argv)
+        data_root, categories = resolve_data(args, study)
+        space = build_param_space(study, args, data_root, categories)
+        count = validate_space(space, study, args)
+        check_data(data_root, categories, args)
+        experiment_dir = _experiment_dir(args.storage, name)
+        if not args.resume and _has_results(args.storage, name):
+            raise StudyError(f"{experiment_dir} already holds an experiment: pass --resume to continue it, or "
+                             f"--name NEW for a new one (nothing was changed)")
+    except (StudyError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{study.name}: {count or 'searched'} trial configurations, categories {', '.join(categories)}, "
+          f"preset {args.preset}, results in {experiment_dir}", flush=True)
+    from studies.tuning import run_tuner
+
+    errors = run_tuner(study, args, space, categories, name)
+    if not args.no_report:
+        _build_report(experiment_dir)
+    if errors:
+        print(f"{study.name}: {errors} trial(s) failed; see the errors above and {experiment_dir}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _experiment_dir(storage: str, name: str) -> str:
+    return f"{storage.rstrip('/')}/{name}"
+
+
+def _has_results(storage: str, name: str) -> bool:
+    from pyarrow import fs as pafs
+
+    if "://" not in storage:
+        storage = str(Path(storage).resolve())
+    filesystem, root = pafs.FileSystem.from_uri(storage)
+    info = filesystem.get_file_info(f"{root}/{name}/tuner.pkl")
+    return info.type != pafs.FileType.NotFound
+
+
+def _build_report(experiment_dir: str) -> None:
+    try:
+        from reports import build_report
+
+        out = build_report(experiment_dir)
+        print(f"report: {out}", flush=True)
+    except Exception as error:  # a report problem must not hide the study's own outcome
+        print(f"report not built: {error}", file=sys.stderr)
+
+
+def _run_on_cluster(study: Study, args: argparse.Namespace, argv: list[str]) -> int:
+    from studies.ray_runtime import REMOTE_RESULTS, is_remote_storage, load_cluster_file, run_on_cluster
+
+    load_cluster_file(args.cluster)  # one-line ValueError before anything starts
+    remote_argv = _without_option(argv, "--cluster")
+    storage = args.storage if is_remote_storage(args.storage) else REMOTE_RESULTS
+    remote_argv = _without_option(remote_argv, "--storage") + ["--storage", storage, "--address", "auto"]
+    local_results = args.storage if not is_remote_storage(args.storage) else str(DEFAULT_STORAGE)
+    code = run_on_cluster(args.cluster, [f"studies/{study.name}.py", *remote_argv], local_results, storage=storage)
+    if code == 0 and not args.no_report:
+        _build_report(_experiment_dir(local_results if not is_remote_storage(storage) else storage,
+                                      args.name or study.name))
+    return code
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    out, skip = [], False
+    for i, item in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if item == option:
+            skip = True
+            continue
+        if item.startswith(option + "="):
+            continue
+        out.append(item)
+    return out
+
+
+def main(study: Study) -> None:
+    """Entry point of a study file."""
+    sys.exit(run_study(study))
+
+
+__all__ = ["Study", "StudyError", "build_parser", "main", "run_study", "METRIC", "MODE"]

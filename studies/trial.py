@@ -1,0 +1,95 @@
+"""What one trial is: its DSRConfig, its data, and where its shared stage-1 model lives. No Ray in here.
+
+A trial's Tune config is a plain dict (see `TRIAL_KEYS`); `resolve_config` turns it into a validated `DSRConfig`
+(preset, then variant, then overrides, then seed) so a study can sweep any config field through `overrides`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dsr.anomalies import make_strategy
+from dsr.config import DSRConfig, preset
+from dsr.data import build_dataset, list_categories, load_all
+from dsr.variants import apply_variant
+
+TRIAL_KEYS = ("study", "preset", "variant", "category", "seed", "dataset", "data_root", "overrides")
+
+# Fields that decide the discrete latent model: trials equal in these share one stage-1 model.
+STAGE1_FIELDS = (
+    "image_size", "channel_order", "vq_hidden", "vq_residual_hidden", "vq_residual_layers", "embedding_dim",
+    "codebook_size", "commitment_cost", "ema_decay", "ema_epsilon", "stage1_iterations", "stage1_lr",
+    "stage1_batch_size", "seed",
+)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Per-study constants every trial receives (not searched over)."""
+
+    storage: str  # the experiment's storage root: a local path or a cloud URI (s3://...)
+    experiment: str  # the experiment's name (a folder under storage)
+    categories: tuple[str, ...]  # every category of the study: stage 1 trains on all their train images
+    stage1_data: str | None = None  # a folder of images for stage 1 instead (e.g. an ImageNet subset)
+    report_every: int = 0  # iterations between progress reports (0: about 20 per stage)
+    checkpoint_every: int = 0  # iterations between checkpoints (0: about 5 per stage)
+    eval_batch_size: int = 8
+    interim_eval: bool = False  # evaluate at each checkpoint and carry image_auroc in every report (searchers)
+    coordinator: str = "dsr-stage1-coordinator"  # name of the Ray actor that hands out stage-1 training
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_config(trial: dict[str, Any]) -> DSRConfig:
+    """preset -> variant -> overrides -> seed; ValueError names the bad variant, field or value."""
+    config = apply_variant(preset(trial.get("preset", "small")), trial.get("variant", "DSR"))
+    overrides = dict(trial.get("overrides") or {})
+    config = config.replace(**overrides, seed=int(trial.get("seed", 0)))
+    if config.anomaly_source == "feature":
+        make_strategy(config)  # an unknown strategy or bad sampling_params fails here, before training
+    return config
+
+
+def stage1_key(config: DSRConfig, settings: RunSettings, trial: dict[str, Any]) -> str:
+    """A short stable hash of everything stage 1 depends on: its config fields and its training images."""
+    described = {name: getattr(config, name) for name in STAGE1_FIELDS}
+    described["data"] = settings.stage1_data or [trial.get("dataset"), str(trial.get("data_root")),
+                                                 sorted(settings.categories)]
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+    return f"K{config.codebook_size}-{digest[:12]}"
+
+
+def dataset_split(trial: dict[str, Any], config: DSRConfig, split: str, category: str | None = None):
+    return build_dataset(trial["dataset"], trial["data_root"], category or trial["category"], split,
+                         config.image_size, config.channel_order)
+
+
+def train_images(trial: dict[str, Any], config: DSRConfig) -> torch.Tensor:
+    return load_all(dataset_split(trial, config, "train"), progress=False).images
+
+
+def stage1_images(trial: dict[str, Any], config: DSRConfig, settings: RunSettings) -> torch.Tensor:
+    """Stage-1 training images: a user folder of images, else every study category's normal train images."""
+    if settings.stage1_data:
+        from dsr.data import AnomalyDataset, Sample
+        from dsr.data.io import is_image_file
+
+        folder = Path(settings.stage1_data)
+        files = sorted(p for p in folder.rglob("*") if is_image_file(p))
+        if not files:
+            raise ValueError(f"--stage1-data {folder}: no images found")
+        samples = [Sample(p, 0, None, "stage1", "good") for p in files]
+        dataset = AnomalyDataset(samples, config.image_size, config.channel_order, name="stage1")
+        return load_all(dataset, progress=False).images
+    categories = settings.categories or tuple(list_categories(trial["dataset"], trial["data_root"]))
+    return torch.cat([load_all(dataset_split(trial, config, "train", c), progress=False).images
+                      for c in categories])
+
+
+def default_interval(total: int, parts: int) -> int:
+    return max(1, total // parts)
