@@ -151,9 +151,13 @@ def validate_space(space: dict[str, Any], study: Study, args: argparse.Namespace
     """Resolve every grid point's DSRConfig (unknown variant/strategy, bad value: one line); the number of points."""
     from studies.trial import resolve_config
 
-    if study.searcher is not None:
-        return 0
     points = _grid_points(space)
+    if study.searcher is not None and study.searcher(args) is not None:
+        if len(points) > 1:
+            raise StudyError("a searched study runs one category and one seed per search: give one --categories "
+                             "value and --seeds 1 (or use a grid)")
+        resolve_config(points[0])  # the fixed part of the space
+        return 0
     for point in points:
         try:
             resolve_config(point)
