@@ -32,6 +32,9 @@ class DSRConfig:
     commitment_cost: float = 0.25
     ema_decay: float = 0.99
     ema_epsilon: float = 1e-5
+    # Codes whose EMA usage falls below this are moved onto current encoder outputs during stage 1. Not in the
+    # reference code: without it a stage 1 trained from scratch here collapsed to one code (0 = reference EMA).
+    codebook_restart_threshold: float = 1.0  # in EMA counts per batch, as in Jukebox
 
     # --- stage-2/3 networks ---
     restriction_width: int = 128  # base width of the subspace restriction UNets (reference: = embedding_dim)
@@ -161,6 +164,8 @@ def _validate(c: DSRConfig) -> None:
              "and the other loss weights must not all be 0", 0)
     _require(0.0 < c.ema_decay < 1.0, "ema_decay", "must lie in (0, 1)", c.ema_decay)
     _require(c.ema_epsilon > 0.0, "ema_epsilon", "must be > 0", c.ema_epsilon)
+    _require(c.codebook_restart_threshold >= 0.0, "codebook_restart_threshold", "must be >= 0",
+             c.codebook_restart_threshold)
     for name in ("stage1_lr", "stage2_lr", "stage3_lr"):
         _require(getattr(c, name) > 0.0, name, "must be > 0", getattr(c, name))
     _require(0.0 < c.lr_decay_factor <= 1.0, "lr_decay_factor", "must lie in (0, 1]", c.lr_decay_factor)

@@ -66,7 +66,8 @@ class DiscreteLatentModel(nn.Module):
         self.encoder_lo = EncoderLo(c.vq_hidden, c.vq_residual_hidden, c.vq_residual_layers)
         self.pre_quant_lo = nn.Conv2d(c.vq_hidden, c.embedding_dim, 1)
         self.pre_quant_hi = nn.Conv2d(c.vq_hidden + c.embedding_dim, c.embedding_dim, 1)
-        quantizer_args = (c.codebook_size, c.embedding_dim, c.commitment_cost, c.ema_decay, c.ema_epsilon)
+        quantizer_args = (c.codebook_size, c.embedding_dim, c.commitment_cost, c.ema_decay, c.ema_epsilon,
+                          c.codebook_restart_threshold)
         self.quantizer_lo = VectorQuantizer(*quantizer_args)
         self.quantizer_hi = VectorQuantizer(*quantizer_args)
         self.upsample_lo = deconv(c.embedding_dim, c.embedding_dim)

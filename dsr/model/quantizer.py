@@ -26,8 +26,10 @@ class VectorQuantizer(nn.Module):
     counted in the parameter totals, as the reference does.
     """
 
-    def __init__(self, num_codes: int, code_dim: int, commitment_cost: float, decay: float, epsilon: float) -> None:
+    def __init__(self, num_codes: int, code_dim: int, commitment_cost: float, decay: float, epsilon: float,
+                 restart_threshold: float = 0.0) -> None:
         super().__init__()
+        self.restart_threshold = restart_threshold
         self.num_codes = num_codes
         self.code_dim = code_dim
         self.commitment_cost = commitment_cost
@@ -70,7 +72,7 @@ class VectorQuantizer(nn.Module):
         z = z.float()
         indices = self.quantize_indices(z)
         codes = self.lookup(indices)
-        if self.training:
+        if self.training and torch.is_grad_enabled():  # never under no_grad/inference_mode (e.g. predict)
             self._ema_update(z, indices)  # after the lookup: this batch uses the codebook it was matched to
         loss = self.commitment_cost * F.mse_loss(codes.detach(), z)
         quantized = z + (codes - z).detach()
@@ -92,3 +94,22 @@ class VectorQuantizer(nn.Module):
         summed = torch.zeros_like(self.ema_weight).index_add_(0, idx, flat)
         self.ema_weight.mul_(self.decay).add_(summed, alpha=1 - self.decay)
         self.embedding.weight.copy_(self.ema_weight / self.ema_cluster_size.unsqueeze(1))
+        if self.restart_threshold > 0:
+            self._restart_dead_codes(flat, idx)
+
+    def _restart_dead_codes(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
+        """Move codes whose EMA usage fell below the threshold onto encoder outputs of this batch.
+
+        Not in the reference code. Without it, the first EMA update from empty cluster sizes sends every code
+        that batch did not use to ~1/epsilon scale, and training from scratch collapses to a handful of codes.
+        The rows are picked deterministically from the batch, so a resumed run repeats them exactly.
+        """
+        dead = (self.ema_cluster_size < self.restart_threshold).nonzero().squeeze(1)
+        if dead.numel() == 0:
+            return
+        offset = int(idx.sum().item())
+        rows = (offset + torch.arange(dead.numel(), device=flat.device) * 7919) % flat.shape[0]
+        size = self.restart_threshold
+        self.embedding.weight[dead] = flat[rows]
+        self.ema_weight[dead] = flat[rows] * size
+        self.ema_cluster_size[dead] = size
