@@ -206,7 +206,11 @@ def run_study(study: Study, argv: list[str] | None = None) -> int:
           f"preset {args.preset}, results in {experiment_dir}", flush=True)
     from studies.tuning import run_tuner
 
-    errors = run_tuner(study, args, space, categories, name)
+    try:
+        errors = run_tuner(study, args, space, categories, name)
+    except StudyError as error:  # raised only before the tuner starts (e.g. --address unreachable)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if not args.no_report:
         _build_report(experiment_dir)
     if errors:

@@ -56,6 +56,12 @@ def space(args):
 def searcher(args):
     if args.grid:
         return None
+    from dsr.anomalies import STRATEGIES
+
+    unknown = [name for name in args.strategies if name not in STRATEGIES]
+    if unknown:  # the harness calls this before Ray starts: one line instead of failing trials
+        known = ", ".join(sorted(STRATEGIES))
+        raise ValueError(f"--strategies: unknown {', '.join(unknown)}; known strategies: {known}")
     from ray.tune.search.optuna import OptunaSearch
 
     return OptunaSearch(space=DefineByRun(list(args.strategies)), metric=METRIC, mode=MODE)

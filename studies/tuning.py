@@ -9,7 +9,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from studies.harness import METRIC, MODE, Study
+from studies.harness import METRIC, MODE, Study, StudyError
 from studies.trainable import Stage1Coordinator, dsr_trial
 from studies.trial import RunSettings
 
@@ -18,7 +18,10 @@ def start_ray(args: argparse.Namespace) -> None:
     from studies.ray_runtime import connect, init_local_ray
 
     if args.address:
-        connect(args.address)
+        try:
+            connect(args.address)
+        except (ConnectionError, ValueError) as error:  # a wrong --address: one line, before any trial
+            raise StudyError(str(error)) from None
     else:
         init_local_ray()
 
