@@ -1,0 +1,102 @@
+"""A tiny ablation study end to end on the embedded Ray: trials run, results land in storage, metrics read back,
+and the two variants share one stage-1 model (stage 1 trains once)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from study_run import StudyRun, error_lines, is_done, read_results
+
+from dsr.config import preset
+
+VARIANTS = ("DSR", "DSR_U-")
+STAGE1_ITERATIONS = 6
+METRICS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory):
+    """One two-variant study (about 25 s), shared by the tests of this module; all its processes ended after."""
+    storage = tmp_path_factory.mktemp("storage")
+    run = StudyRun("ablation", ["--preset", "tiny", "--variants", *VARIANTS, "--storage", str(storage),
+                                "--set", f"stage1_iterations={STAGE1_ITERATIONS}", "--report-every", "1",
+                                "--no-report"], tmp_path_factory.mktemp("logs"))
+    try:
+        code = run.wait(timeout=180)
+        deadline = time.monotonic() + 15  # Ray's own shutdown may take a moment after the driver exits
+        while run.processes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [p.pid for p in run.processes()]
+        yield run, code, storage / "ablation", left
+    finally:
+        run.end()
+
+
+def test_trials_run_and_results_land_in_storage(study) -> None:
+    run, code, experiment, _ = study
+    assert code == 0, run.output_tail()
+    assert error_lines(run.stderr) == [] and "trial error" not in run.stdout
+    assert (experiment / "tuner.pkl").is_file()
+    trials = read_results(experiment)
+    assert len(trials) == len(VARIANTS)
+    for name, rows in trials.items():
+        assert is_done(rows), f"{name} did not finish: {rows[-1:]}"
+        final = rows[-1]
+        assert final["variant"] in VARIANTS and final["config"]["preset"] == "tiny"
+        for metric in METRICS:
+            assert 0.0 <= final[metric] <= 1.0, (name, metric, final[metric])
+        assert [r["training_iteration"] for r in rows] == list(range(1, len(rows) + 1))
+        stages = [r["stage"] for r in rows]
+        expected = ["stage2", "stage3"] if final["variant"] == "DSR" else ["stage2"]  # DSR_U-: no stage 3
+        assert [s for s in dict.fromkeys(stages) if s not in ("stage1", "done")] == expected
+    assert sorted(rows[-1]["variant"] for rows in trials.values()) == sorted(VARIANTS)
+
+
+def test_metrics_read_back_through_tune(study) -> None:
+    from ray.tune import ExperimentAnalysis
+
+    run, code, experiment, _ = study
+    assert code == 0, run.output_tail()
+    on_disk = {rows[-1]["trial_id"]: rows[-1] for rows in read_results(experiment).values()}
+    analysis = ExperimentAnalysis(str(experiment))
+    assert {trial.trial_id for trial in analysis.trials} == set(on_disk)
+    for trial in analysis.trials:
+        assert trial.status == "TERMINATED"
+        assert trial.config["variant"] == on_disk[trial.trial_id]["variant"]
+        for metric in METRICS:
+            assert trial.last_result[metric] == pytest.approx(on_disk[trial.trial_id][metric])
+        assert trial.checkpoint is not None  # the final model was checkpointed
+
+
+def test_two_variants_train_stage1_once(study) -> None:
+    run, code, experiment, _ = study
+    assert code == 0, run.output_tail()
+    trials = read_results(experiment)
+    trained = {name: [r for r in rows if r.get("stage1_source") == "trained"] for name, rows in trials.items()}
+    owners = [name for name, rows in trained.items() if rows]
+    assert len(owners) == 1, trained
+    (owner,) = owners
+    keys = {r["stage1_key"] for rows in trials.values() for r in rows if r.get("stage1_key")}
+    assert len(keys) == 1, keys  # both variants asked for the same stage-1 model
+    (key,) = keys
+    assert [r["stage_iteration"] for r in trained[owner]] == list(range(1, STAGE1_ITERATIONS + 1))
+    for name, rows in trials.items():
+        if name == owner:
+            continue
+        assert not [r for r in rows if r["stage"] == "stage1" and r.get("stage_iteration")], "stage 1 retrained"
+        sources = [r["stage1_source"] for r in rows if r.get("stage1_source")]
+        assert set(sources) <= {"waiting", "shared"}
+    cached = experiment / "stage1_cache" / key / "latent.pt"
+    assert cached.is_file()
+    latent = torch.load(cached, weights_only=True)
+    assert latent and all(isinstance(v, torch.Tensor) and torch.isfinite(v.float()).all() for v in latent.values())
+    assert not list(experiment.glob("stage1_cache/*/*.partial"))
+    assert preset("tiny").stage1_iterations != STAGE1_ITERATIONS  # the override reached the trials
+
+
+def test_the_study_ends_its_own_ray(study) -> None:
+    run, code, _, left = study
+    assert code == 0, run.output_tail()
+    assert left == [], f"processes of the embedded Ray still ran after the study exited: {left}"
