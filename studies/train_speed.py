@@ -149,12 +149,61 @@ def run_anomalies(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Part "training" (training throughput): not written yet
+# Part "training": stage-2 throughput per preset and precision, each in its own process (own peak memory)
 # --------------------------------------------------------------------------------------------------------------
 
+REFERENCE_STAGE2_S = {8: 52.0, 2: 12.5}  # reference code, 256x256, this 2-core CPU (issue 3; not re-measured here)
+REFERENCE_STAGE2_GIB = 7.4
+
+
+def stage2_worker(preset_name: str, precision: str, batch: int, warmup: int, steps: int) -> dict[str, Any]:
+    """Seconds per stage-2 iteration (after `warmup` iterations) and the process's peak resident memory."""
+    import resource
+
+    from dsr import DSR, preset
+    from dsr.training import TrainingData, run_stage
+
+    config = preset(preset_name, precision=precision, batch_size=batch, stage2_iterations=warmup + steps)
+    torch.manual_seed(0)
+    model = DSR(config)
+    images = torch.rand(16, 3, config.image_size, config.image_size, generator=torch.Generator().manual_seed(0))
+    stamps: list[float] = []
+    run_stage("stage2", model, TrainingData(images), progress=False, report_every=1,
+              callback=lambda event: stamps.append(time.perf_counter()))
+    per_step = (stamps[-1] - stamps[warmup - 1]) / steps
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return {"s_per_step": per_step, "peak_gib": peak}
+
+
 def run_training(args: argparse.Namespace) -> dict[str, Any]:
-    print("part 'training': the training-throughput benchmark is not written yet")
-    return {}
+    import subprocess
+    import sys
+
+    print(f"\nstage-2 training throughput ({args.threads} threads); reference: "
+          f"{REFERENCE_STAGE2_S[8]} s/step at batch 8, {REFERENCE_STAGE2_GIB} GiB (paper preset, 256x256)")
+    header = f"{'preset':<8}{'precision':<11}{'batch':>6}{'s/step':>9}{'steps/s':>9}{'x fp32':>8}{'x reference':>13}{'peak GiB':>10}"
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for preset_name in args.presets:
+        fp32 = None
+        for precision in args.precisions:
+            command = [sys.executable, __file__, "--threads", str(args.threads), "--stage2-worker", preset_name,
+                       precision, str(args.train_batch), str(args.warmup), str(args.steps)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"{preset_name:<8}{precision:<11} failed: {done.stderr.strip().splitlines()[-1]}")
+                continue
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            fp32 = fp32 or (row["s_per_step"] if precision == "fp32" else None)
+            reference = REFERENCE_STAGE2_S.get(args.train_batch) if preset_name == "paper" else None
+            row.update(preset=preset_name, precision=precision, batch=args.train_batch)
+            rows.append(row)
+            print(f"{preset_name:<8}{precision:<11}{args.train_batch:>6}{row['s_per_step']:>9.3f}"
+                  f"{1 / row['s_per_step']:>9.3f}{(fp32 / row['s_per_step']) if fp32 else float('nan'):>8.2f}"
+                  f"{(reference / row['s_per_step']) if reference else float('nan'):>13.2f}{row['peak_gib']:>10.2f}",
+                  flush=True)
+    return {"training": rows}
 
 
 PARTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
@@ -168,6 +217,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--part", choices=[*PARTS, "all"], default="all")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--output", help="also write the results as JSON to this file")
+    parser.add_argument("--stage2-worker", nargs=5, help=argparse.SUPPRESS)
+    training = parser.add_argument_group("part 'training'")
+    training.add_argument("--presets", nargs="+", default=["small", "paper"])
+    training.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    training.add_argument("--train-batch", type=int, default=8)
+    training.add_argument("--warmup", type=int, default=1)
+    training.add_argument("--steps", type=int, default=3)
     anomalies = parser.add_argument_group("part 'anomalies'")
     anomalies.add_argument("--latent-sizes", type=int, nargs="+", default=[64, 32])
     anomalies.add_argument("--batch", type=int, default=8)
@@ -185,6 +241,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.stage2_worker:
+        name, precision, batch, warmup, steps = args.stage2_worker
+        print(json.dumps(stage2_worker(name, precision, int(batch), int(warmup), int(steps))))
+        return
     results: dict[str, Any] = {}
     for name, run in PARTS.items():
         if args.part in (name, "all"):

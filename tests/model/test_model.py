@@ -100,3 +100,25 @@ def test_ema_codebook_moves_only_in_training_mode() -> None:
     assert torch.equal(before, quantizer.codebook)
     quantizer.train()(z)
     assert not torch.equal(before, quantizer.codebook)
+
+
+def _train_quantizer(restart_threshold: float, steps: int = 5):
+    from dsr.model.quantizer import VectorQuantizer
+
+    torch.manual_seed(0)
+    quantizer = VectorQuantizer(64, 8, 0.25, 0.99, 1e-5, restart_threshold).train()
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):  # small-norm features, far from the N(0,1) initial codes, as from a fresh encoder
+        z = 0.05 * torch.randn(4, 8, 8, 8, generator=g)
+        with torch.enable_grad():
+            quantizer(z)
+    used = quantizer.quantize_indices(0.05 * torch.randn(4, 8, 8, 8, generator=g)).unique().numel()
+    return quantizer, used
+
+
+def test_dead_code_restarts_keep_the_codebook_in_use() -> None:
+    reference, used_reference = _train_quantizer(0.0)
+    restarted, used_restarted = _train_quantizer(1.0)
+    # the reference EMA update leaves unused codes at ~1/epsilon scale: a handful of codes serve everything
+    assert used_reference <= 4 and reference.codebook.norm(dim=1).max() > 1e3
+    assert used_restarted >= 32 and restarted.codebook.norm(dim=1).max() < 10
