@@ -189,12 +189,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         object_decoder_bottleneck=32,
         unet_width=16,
         batch_size=8,
-        stage1_iterations=800,
+        stage1_iterations=1500,  # shared by every trial of a study: cheap per trial
         stage1_lr=1e-3,
         stage1_batch_size=16,
-        stage2_iterations=800,
+        stage2_iterations=400,
         stage2_lr=1e-3,
-        stage3_iterations=200,
+        stage3_iterations=100,
         stage3_lr=1e-3,
     ),
     "tiny": dict(  # for tests: every module present, seconds per stage

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from dsr.variants import VARIANTS as VARIANT_FIELDS
 from reports.spec import DEFAULT_SAMPLING_STRATEGY, METRICS
 
 STATE_GLOB = "experiment_state-*.json"  # Tune's experiment snapshot (TuneController.CKPT_FILE_TMPL)
@@ -25,8 +26,9 @@ SEARCH_DEPTH = 3  # how deep below RESULTS_DIR to look for experiment folders
 _STATUS = {"ERROR": "failed", "RUNNING": "running", "PENDING": "pending", "PAUSED": "paused",
            "TERMINATED": "incomplete"}
 
-# A variant that fixes the sampling strategy itself (notes/results_schema.md: "DSR_random" -> "uniform").
-_VARIANT_STRATEGY = {"DSR_random": "uniform"}
+# Variants that fix the sampling strategy themselves (DSR_random -> uniform), from the registry.
+_VARIANT_STRATEGY = {name: fields["sampling_strategy"] for name, fields in VARIANT_FIELDS.items()
+                     if "sampling_strategy" in fields}
 
 TRIAL_COLUMNS: tuple[str, ...] = (
     "experiment", "trial_id", "status", "tune_status", "study", "variant", "category", "seed", "dataset",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dsr.variants import VARIANTS as _VARIANT_REGISTRY
+
 # Metrics a trial reports with `stage == "done"` (fractions in [0, 1]; tables show percent).
 METRICS: tuple[str, ...] = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
 METRIC_NAMES: dict[str, str] = {
@@ -18,8 +20,8 @@ METRIC_NAMES: dict[str, str] = {
     "aupro": "AUPRO",
 }
 
-# The paper's Table 6 order; unknown variants follow, sorted by name.
-VARIANTS: tuple[str, ...] = ("DSR", "DSR_img", "DSR_random", "DSR_Limg", "DSR_Lfeat", "DSR_U-")
+# The paper's Table 6 order (the registry's order); unknown variants follow, sorted by name.
+VARIANTS: tuple[str, ...] = tuple(_VARIANT_REGISTRY)
 
 # The paper's default strategy is listed first in the sampling study; the others follow by name.
 DEFAULT_SAMPLING_STRATEGY = "similarity_bound"

@@ -19,6 +19,8 @@ from dsr.config import DSRConfig, preset
 from dsr.data import build_dataset, list_categories, load_all
 from dsr.variants import apply_variant
 
+STAGE1_MAX_IMAGES = 2000  # bounds stage-1 memory (256x256 float: ~1.5 GiB) on large datasets
+
 TRIAL_KEYS = ("study", "preset", "variant", "category", "seed", "dataset", "data_root", "overrides")
 
 # Fields that decide the discrete latent model: trials equal in these share one stage-1 model.
@@ -35,7 +37,7 @@ class RunSettings:
 
     storage: str  # the experiment's storage root: a local path or a cloud URI (s3://...)
     experiment: str  # the experiment's name (a folder under storage)
-    categories: tuple[str, ...]  # every category of the study: stage 1 trains on all their train images
+    categories: tuple[str, ...]  # the study's categories (stage 1 uses every category of the dataset)
     stage1_data: str | None = None  # a folder of images for stage 1 instead (e.g. an ImageNet subset)
     report_every: int = 0  # iterations between progress reports (0: about 20 per stage)
     checkpoint_every: int = 0  # iterations between checkpoints (0: about 5 per stage)
@@ -59,7 +61,7 @@ def stage1_key(config: DSRConfig, settings: RunSettings, trial: dict[str, Any]) 
     """A short stable hash of everything stage 1 depends on: its config fields and its training images."""
     described = {name: getattr(config, name) for name in STAGE1_FIELDS}
     described["data"] = settings.stage1_data or [trial.get("dataset"), str(trial.get("data_root")),
-                                                 sorted(settings.categories)]
+                                                 sorted(list_categories(trial["dataset"], trial["data_root"]))]
     digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
     return f"K{config.codebook_size}-{digest[:12]}"
 
@@ -74,7 +76,10 @@ def train_images(trial: dict[str, Any], config: DSRConfig) -> torch.Tensor:
 
 
 def stage1_images(trial: dict[str, Any], config: DSRConfig, settings: RunSettings) -> torch.Tensor:
-    """Stage-1 training images: a user folder of images, else every study category's normal train images."""
+    """Stage-1 training images: a user folder of images, else the normal train images of every category of the
+    dataset (at most STAGE1_MAX_IMAGES, spread evenly over categories). The paper trains stage 1 once on ImageNet
+    so that its codebook can represent what the object categories never show (a green stain on grey gravel);
+    all categories together are the closest stand-in a study has without extra data."""
     if settings.stage1_data:
         from dsr.data import AnomalyDataset, Sample
         from dsr.data.io import is_image_file
@@ -86,9 +91,15 @@ def stage1_images(trial: dict[str, Any], config: DSRConfig, settings: RunSetting
         samples = [Sample(p, 0, None, "stage1", "good") for p in files]
         dataset = AnomalyDataset(samples, config.image_size, config.channel_order, name="stage1")
         return load_all(dataset, progress=False).images
-    categories = settings.categories or tuple(list_categories(trial["dataset"], trial["data_root"]))
-    return torch.cat([load_all(dataset_split(trial, config, "train", c), progress=False).images
-                      for c in categories])
+    categories = list_categories(trial["dataset"], trial["data_root"])
+    per_category = max(1, STAGE1_MAX_IMAGES // len(categories))
+    images = []
+    for category in categories:
+        dataset = dataset_split(trial, config, "train", category)
+        keep = torch.linspace(0, len(dataset.samples) - 1, min(per_category, len(dataset.samples))).long()
+        dataset.samples = tuple(dataset.samples[int(i)] for i in keep.unique())
+        images.append(load_all(dataset, progress=False).images)
+    return torch.cat(images)
 
 
 def default_interval(total: int, parts: int) -> int:
