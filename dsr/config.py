@@ -64,6 +64,7 @@ class DSRConfig:
 
     # --- training ---
     batch_size: int = 8
+    micro_batch_size: int = 0  # stage-2 forward/backward in chunks of this many (0: whole batch); same gradients
     stage1_iterations: int = 100_000  # the reference trains stage 1 once on ImageNet; this is our default budget
     stage1_lr: float = 2e-4
     stage1_batch_size: int = 32
@@ -129,7 +130,7 @@ def _validate(c: DSRConfig) -> None:
         value = getattr(c, name)
         _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, name,
                  "must be a positive integer", value)
-    for name in ("stage1_iterations", "stage2_iterations", "stage3_iterations"):
+    for name in ("stage1_iterations", "stage2_iterations", "stage3_iterations", "micro_batch_size"):
         value = getattr(c, name)
         _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, name,
                  "must be a non-negative integer", value)

@@ -23,15 +23,18 @@ from pathlib import Path
 
 import torch
 
-# mode -> (channels_last, precision, torch.compile)
-MODES: dict[str, tuple[bool, str, bool]] = {
-    "fp32": (False, "fp32", False),
-    "fp32-channels-last": (True, "fp32", False),
-    "fp32-compile": (False, "fp32", True),
-    "bf16": (False, "bf16", False),
-    "bf16-channels-last": (True, "bf16", False),
+# mode -> (channels_last, precision, torch.compile, one image per forward pass); "fp32" is the plain baseline:
+# fp32 eager, the whole batch in one pass
+MODES: dict[str, tuple[bool, str, bool, bool]] = {
+    "fp32": (False, "fp32", False, False),
+    "fp32-per-image": (False, "fp32", False, True),
+    "fp32-channels-last": (True, "fp32", False, False),
+    "fp32-compile": (False, "fp32", True, False),
+    "bf16": (False, "bf16", False, False),
+    "bf16-per-image": (False, "bf16", False, True),
+    "bf16-channels-last-per-image": (True, "bf16", False, True),
 }
-DEFAULT_MODES = ["fp32", "fp32-channels-last", "bf16", "bf16-channels-last"]
+DEFAULT_MODES = ["fp32", "fp32-per-image", "bf16-per-image", "bf16-channels-last-per-image"]
 
 
 def build_model(preset_name: str, checkpoint: str | None, seed: int = 0):
@@ -47,14 +50,17 @@ def build_model(preset_name: str, checkpoint: str | None, seed: int = 0):
 def run_worker(mode: str, batch: int, preset_name: str, checkpoint: str | None, iterations: int,
                maps_path: str) -> dict[str, float]:
     """Time `predict` in one mode; save the maps of the first batch for the side-by-side comparison."""
-    channels_last, precision, compile_model = MODES[mode]
+    channels_last, precision, compile_model, per_image = MODES[mode]
+    chunk = 1 if per_image else batch
     model = build_model(preset_name, checkpoint)
     size = model.config.image_size
     images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    predict = model.predict
+    def predict(x, precision):
+        return model.predict(x, precision=precision, chunk_size=chunk)
+
     if compile_model:
         model.forward = torch.compile(model.forward)
     compile_start = time.perf_counter()

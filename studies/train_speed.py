@@ -156,14 +156,16 @@ REFERENCE_STAGE2_S = {8: 52.0, 2: 12.5}  # reference code, 256x256, this 2-core 
 REFERENCE_STAGE2_GIB = 7.4
 
 
-def stage2_worker(preset_name: str, precision: str, batch: int, warmup: int, steps: int) -> dict[str, Any]:
+def stage2_worker(preset_name: str, precision: str, batch: int, warmup: int, steps: int,
+                  micro_batch: int = 0) -> dict[str, Any]:
     """Seconds per stage-2 iteration (after `warmup` iterations) and the process's peak resident memory."""
     import resource
 
     from dsr import DSR, preset
     from dsr.training import TrainingData, run_stage
 
-    config = preset(preset_name, precision=precision, batch_size=batch, stage2_iterations=warmup + steps)
+    config = preset(preset_name, precision=precision, batch_size=batch, stage2_iterations=warmup + steps,
+                    micro_batch_size=micro_batch)
     torch.manual_seed(0)
     model = DSR(config)
     images = torch.rand(16, 3, config.image_size, config.image_size, generator=torch.Generator().manual_seed(0))
@@ -181,25 +183,25 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
 
     print(f"\nstage-2 training throughput ({args.threads} threads); reference: "
           f"{REFERENCE_STAGE2_S[8]} s/step at batch 8, {REFERENCE_STAGE2_GIB} GiB (paper preset, 256x256)")
-    header = f"{'preset':<8}{'precision':<11}{'batch':>6}{'s/step':>9}{'steps/s':>9}{'x fp32':>8}{'x reference':>13}{'peak GiB':>10}"
+    header = f"{'preset':<8}{'precision':<11}{'micro':>6}{'batch':>6}{'s/step':>9}{'steps/s':>9}{'x fp32':>8}{'x reference':>13}{'peak GiB':>10}"
     print(header)
     print("-" * len(header))
     rows = []
     for preset_name in args.presets:
         fp32 = None
-        for precision in args.precisions:
+        for precision, micro in [(p, m) for p in args.precisions for m in args.micro_batches]:
             command = [sys.executable, __file__, "--threads", str(args.threads), "--stage2-worker", preset_name,
-                       precision, str(args.train_batch), str(args.warmup), str(args.steps)]
+                       precision, str(args.train_batch), str(args.warmup), str(args.steps), str(micro)]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 print(f"{preset_name:<8}{precision:<11} failed: {done.stderr.strip().splitlines()[-1]}")
                 continue
             row = json.loads(done.stdout.strip().splitlines()[-1])
-            fp32 = fp32 or (row["s_per_step"] if precision == "fp32" else None)
+            fp32 = fp32 or (row["s_per_step"] if precision == "fp32" and micro == 0 else None)
             reference = REFERENCE_STAGE2_S.get(args.train_batch) if preset_name == "paper" else None
-            row.update(preset=preset_name, precision=precision, batch=args.train_batch)
+            row.update(preset=preset_name, precision=precision, micro_batch=micro, batch=args.train_batch)
             rows.append(row)
-            print(f"{preset_name:<8}{precision:<11}{args.train_batch:>6}{row['s_per_step']:>9.3f}"
+            print(f"{preset_name:<8}{precision:<11}{micro or '-':>6}{args.train_batch:>6}{row['s_per_step']:>9.3f}"
                   f"{1 / row['s_per_step']:>9.3f}{(fp32 / row['s_per_step']) if fp32 else float('nan'):>8.2f}"
                   f"{(reference / row['s_per_step']) if reference else float('nan'):>13.2f}{row['peak_gib']:>10.2f}",
                   flush=True)
@@ -217,11 +219,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--part", choices=[*PARTS, "all"], default="all")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--output", help="also write the results as JSON to this file")
-    parser.add_argument("--stage2-worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--stage2-worker", nargs=6, help=argparse.SUPPRESS)
     training = parser.add_argument_group("part 'training'")
     training.add_argument("--presets", nargs="+", default=["small", "paper"])
     training.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     training.add_argument("--train-batch", type=int, default=8)
+    training.add_argument("--micro-batches", type=int, nargs="+", default=[0, 2],
+                          help="micro-batch sizes (0: whole batch at once)")
     training.add_argument("--warmup", type=int, default=1)
     training.add_argument("--steps", type=int, default=3)
     anomalies = parser.add_argument_group("part 'anomalies'")
@@ -242,8 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.stage2_worker:
-        name, precision, batch, warmup, steps = args.stage2_worker
-        print(json.dumps(stage2_worker(name, precision, int(batch), int(warmup), int(steps))))
+        name, precision, batch, warmup, steps, micro = args.stage2_worker
+        print(json.dumps(stage2_worker(name, precision, int(batch), int(warmup), int(steps), int(micro))))
         return
     results: dict[str, Any] = {}
     for name, run in PARTS.items():

@@ -95,11 +95,20 @@ class DSR(nn.Module):
         return F.avg_pool2d(probs, k, stride=1, padding=k // 2).amax(dim=(1, 2, 3))
 
     @torch.inference_mode()
-    def predict(self, images: torch.Tensor, precision: str | None = None) -> Prediction:
+    def predict(self, images: torch.Tensor, precision: str | None = None, chunk_size: int | None = None
+                ) -> Prediction:
         """Image scores (B,) and pixel anomaly maps (B,H,W) for images (B,3,H,W) in [0,1].
 
-        precision: "fp32" or "bf16" (see `forward`); default the config's.
+        precision: "fp32" or "bf16" (see `forward`); default the config's. chunk_size: images per forward pass;
+        default 1 on the CPU, where one image at a time is both faster per image and smaller in memory than a
+        batch (studies/speed.py), and the whole batch elsewhere. Results do not depend on it.
         """
+        if chunk_size is None:
+            chunk_size = 1 if images.device.type == "cpu" else len(images)
+        parts = [self._predict_chunk(chunk, precision) for chunk in images.split(max(1, chunk_size))]
+        return Prediction(torch.cat([p.image_scores for p in parts]), torch.cat([p.pixel_maps for p in parts]))
+
+    def _predict_chunk(self, images: torch.Tensor, precision: str | None) -> Prediction:
         encoding = self.latent.encode(images)
         out = self.forward(encoding.q_hi, encoding.q_lo, precision=precision)
         map_logits = out.upsampled_logits if out.upsampled_logits is not None else out.detection_logits

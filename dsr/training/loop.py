@@ -127,9 +127,10 @@ def run_stage(stage: str, model: DSR, data: TrainingData, *, device: str | torch
         for iteration in range(start, end):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(base_lr, iteration, total, config.lr_decay_at, config.lr_decay_factor)
-            loss, parts = step()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, parts = step()
+            if loss is not None:  # stage 2 runs its own (micro-batched) backward pass
+                loss.backward()
             optimizer.step()
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())

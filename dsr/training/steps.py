@@ -67,8 +67,11 @@ def stage1_step(model: DSR, data: TrainingData, generator: torch.Generator, devi
 
 def stage2_step(model: DSR, data: TrainingData, generator: torch.Generator, device: torch.device,
                 strategy: SamplingStrategy, textures: TextureSource | None
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Anomalies in feature space (or image space for DSR_img), restore, decode, detect; paper Eq. 3."""
+                ) -> tuple[None, dict[str, torch.Tensor]]:
+    """Anomalies in feature space (or image space for DSR_img), restore, decode, detect; paper Eq. 3.
+
+    Runs its own backward pass (in micro-batches of config.micro_batch_size) and returns (None, loss parts).
+    """
     c = model.config
     images = random_rotation(data.batch(c.batch_size, generator, device), c.stage2_rotation_probability,
                              c.max_rotation_degrees, generator)
@@ -87,10 +90,20 @@ def stage2_step(model: DSR, data: TrainingData, generator: torch.Generator, devi
         weight = None
         if data.anomalous is not None:
             q_hi, q_lo, mask, weight = _mix_real_anomalies(model, data, q_hi, q_lo, mask, generator, device)
-    out = model(q_hi, q_lo, run_upsampling=False)
-    terms = stage2_loss(c, out.detection_logits, mask, out.restored.z_hi, out.restored.z_lo, clean.q_hi, clean.q_lo,
-                        out.object_image, images, weight)
-    return terms.total, {"loss_focal": terms.focal, "loss_feature": terms.feature, "loss_image": terms.image}
+    # Micro-batches: every term is a per-sample mean (InstanceNorm, no batch statistics), so accumulating
+    # share-weighted gradients over chunks equals the whole-batch gradient while holding a chunk's activations.
+    chunk = c.micro_batch_size or len(images)
+    parts = {"loss_focal": 0.0, "loss_feature": 0.0, "loss_image": 0.0}
+    for start in range(0, len(images), chunk):
+        at = slice(start, start + chunk)
+        share = len(images[at]) / len(images)
+        out = model(q_hi[at], q_lo[at], run_upsampling=False)
+        terms = stage2_loss(c, out.detection_logits, mask[at], out.restored.z_hi, out.restored.z_lo, clean.q_hi[at],
+                            clean.q_lo[at], out.object_image, images[at], None if weight is None else weight[at])
+        (terms.total * share).backward()
+        for name, value in zip(parts, (terms.focal, terms.feature, terms.image)):
+            parts[name] += share * float(value.detach())
+    return None, {name: torch.tensor(value) for name, value in parts.items()}
 
 
 def _mix_real_anomalies(model: DSR, data: TrainingData, q_hi: torch.Tensor, q_lo: torch.Tensor, mask: torch.Tensor,

@@ -122,3 +122,11 @@ def test_dead_code_restarts_keep_the_codebook_in_use() -> None:
     # the reference EMA update leaves unused codes at ~1/epsilon scale: a handful of codes serve everything
     assert used_reference <= 4 and reference.codebook.norm(dim=1).max() > 1e3
     assert used_restarted >= 32 and restarted.codebook.norm(dim=1).max() < 10
+
+
+def test_predict_does_not_depend_on_chunk_size() -> None:
+    model = DSR(preset("tiny")).eval()
+    images = torch.rand(3, 3, 64, 64)
+    whole, single = model.predict(images, chunk_size=3), model.predict(images, chunk_size=1)
+    torch.testing.assert_close(whole.pixel_maps, single.pixel_maps, atol=1e-5, rtol=0)
+    torch.testing.assert_close(whole.image_scores, single.image_scores, atol=1e-5, rtol=0)
