@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if "fp32" not in args.modes:
         args.modes = ["fp32", *args.modes]
-    print(f"device cpu, torch {torch.__version__}, {torch.get_num_threads()} threads, preset {args.preset}, "
-          f"{'weights from ' + args.checkpoint if args.checkpoint else 'random weights (seed 0)'}")
+    weights = f"weights from {args.checkpoint}" if args.checkpoint else f"preset {args.preset}, random weights (seed 0)"
+    print(f"device cpu, torch {torch.__version__}, {torch.get_num_threads()} threads, {weights}")
     header = f"{'mode':<20}{'batch':>6}{'images/s':>10}{'x fp32':>8}{'peak GiB':>10}{'max|map diff|':>15}{'max|score diff|':>17}"
     print(header)
     print("-" * len(header))

@@ -100,11 +100,13 @@ class DSR(nn.Module):
         """Image scores (B,) and pixel anomaly maps (B,H,W) for images (B,3,H,W) in [0,1].
 
         precision: "fp32" or "bf16" (see `forward`); default the config's. chunk_size: images per forward pass;
-        default 1 on the CPU, where one image at a time is both faster per image and smaller in memory than a
-        batch (studies/speed.py), and the whole batch elsewhere. Results do not depend on it.
+        default on the CPU one 256x256 image's worth of pixels per pass (1 image at 256, 16 at 64): at 256 one
+        image at a time is both faster per image and smaller than a batch (studies/speed.py); elsewhere the
+        whole batch. Results do not depend on it beyond float rounding.
         """
         if chunk_size is None:
-            chunk_size = 1 if images.device.type == "cpu" else len(images)
+            pixels = images.shape[-1] * images.shape[-2]
+            chunk_size = max(1, 256 * 256 // pixels) if images.device.type == "cpu" else len(images)
         parts = [self._predict_chunk(chunk, precision) for chunk in images.split(max(1, chunk_size))]
         return Prediction(torch.cat([p.image_scores for p in parts]), torch.cat([p.pixel_maps for p in parts]))
 

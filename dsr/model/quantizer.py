@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# Rows of flattened features per distance block: bounds the (rows, K) distance matrix to ~64 MB at K=4096.
-_DISTANCE_CHUNK_ROWS = 4096
+# Rows of flattened features per distance block: bounds the (rows, K) distance matrix to ~16 MB at K=4096.
+_DISTANCE_CHUNK_ROWS = 1024
 
 
 class Quantized(NamedTuple):
