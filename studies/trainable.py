@@ -27,8 +27,8 @@ from dsr.model import DSR
 from dsr.training import StageEvent, TrainingData, run_stage, stage_iterations
 from dsr.training.pipeline import stages_for
 from dsr.training.state import check_state
-from studies.trial import (RunSettings, default_interval, resolve_config, stage1_images, stage1_key,
-                           train_images)
+from studies.trial import (RunSettings, dataset_split, default_interval, resolve_config, stage1_images,
+                           stage1_key, train_images)
 
 STATE_FILE = "state.pt"
 MODEL_FILE = "model.pt"
@@ -132,7 +132,7 @@ def _restored_state() -> dict[str, Any] | None:
         return check_state(torch.load(path, map_location="cpu", weights_only=True), str(path))
 
 
-def _device(settings: RunSettings) -> torch.device:
+def _device() -> torch.device:
     return torch.device("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
 
 
@@ -141,7 +141,7 @@ def dsr_trial(trial: dict[str, Any], settings: RunSettings) -> None:
     cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1) or 1)
     torch.set_num_threads(max(1, cpus))
     config = resolve_config(trial)
-    device = _device(settings)
+    device = _device()
     if trial["dataset"] == "demo":
         build_demo(trial["data_root"])  # idempotent and locked: every node builds (or finds) its own copy
     state = _restored_state()
@@ -188,8 +188,6 @@ def dsr_trial(trial: dict[str, Any], settings: RunSettings) -> None:
 
 
 def trial_test_set(trial: dict[str, Any], config):
-    from studies.trial import dataset_split
-
     return dataset_split(trial, config, "test")
 
 
