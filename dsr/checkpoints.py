@@ -60,18 +60,28 @@ def _rename(key: str, renames: list[tuple[str, str]]) -> str:
     return key
 
 
-def _torch_load(path: Path, map_location: str | torch.device = "cpu") -> Any:
-    """`torch.load(weights_only=True)` with a corrupt file reported by name."""
+def read_weights_only(path: Path, map_location: str | torch.device = "cpu", what: str = "checkpoint") -> Any:
+    """`torch.load(weights_only=True)` with a missing or corrupt file reported by name (`what` names its kind)."""
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for a corrupt or non-tensor file
-        raise ValueError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from error
+        raise ValueError(f"{path}: not a readable {what} ({type(error).__name__}: {error})") from error
+
+
+def write_atomic(payload: Any, path: str | Path) -> Path:
+    """`torch.save` through a temporary file, so an interrupted save never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    state = _torch_load(path)
+    state = read_weights_only(path)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a state_dict (a dict of tensors), got {type(state).__name__}")
     return {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel saves carry "module."
@@ -129,20 +139,15 @@ def load_reference_checkpoints(model: DSR, directory: str | Path, category: str,
 
 def save_checkpoint(model: DSR, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Save the whole model with its config, so `load_checkpoint` can rebuild it without other input."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "config": model.config.to_dict(), "state_dict": model.state_dict(),
                "extra": extra or {}}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # atomic: an interrupted save never leaves a half-written checkpoint
-    return path
+    return write_atomic(payload, path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> DSR:
     """Rebuild a model saved by `save_checkpoint` (config and weights)."""
     path = Path(path)
-    payload = _torch_load(path, map_location)
+    payload = read_weights_only(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a dsr-studies checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     model = DSR(DSRConfig.from_dict(payload["config"]))

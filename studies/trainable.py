@@ -26,7 +26,7 @@ from dsr.evaluation.evaluate import evaluate_model
 from dsr.model import DSR
 from dsr.training import StageEvent, TrainingData, run_stage, stage_iterations
 from dsr.training.pipeline import stages_for
-from dsr.training.state import check_state
+from dsr.training.state import load_state, save_state
 from studies.trial import (RunSettings, dataset_split, default_interval, resolve_config, stage1_images,
                            stage1_key, train_images)
 
@@ -115,7 +115,7 @@ class Reporter:
             return
         with tempfile.TemporaryDirectory() as folder:
             if state is not None:
-                torch.save(state, os.path.join(folder, STATE_FILE))
+                save_state(state, os.path.join(folder, STATE_FILE))
             if model is not None:
                 save_checkpoint(model, os.path.join(folder, MODEL_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
@@ -129,7 +129,7 @@ def _restored_state() -> dict[str, Any] | None:
         path = Path(folder) / STATE_FILE
         if not path.is_file():
             return {"done": True}
-        return check_state(torch.load(path, map_location="cpu", weights_only=True), str(path))
+        return load_state(path)
 
 
 def _device() -> torch.device:

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from dsr.checkpoints import read_weights_only, write_atomic
 from dsr.config import DSRConfig
 from dsr.model import DSR
 
@@ -44,23 +45,12 @@ def check_state(state: dict[str, Any], where: str = "training state") -> dict[st
 
 def save_state(state: dict[str, Any], path: str | Path) -> Path:
     """Write atomically: an interrupted save never replaces a good state with a half-written one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-    return path
+    return write_atomic(state, path)
 
 
 def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"training state not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path}: not a readable training state ({type(error).__name__}: {error})") from error
-    return check_state(state, str(path))
+    return check_state(read_weights_only(path, map_location, "training state"), str(path))
 
 
 def model_from_state(state: dict[str, Any], device: str | torch.device = "cpu") -> DSR:
