@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) studies/speed.py
+	$(PY) benchmarks/speed.py
 
 clean:
 	rm -rf $(VENV)

@@ -4,15 +4,10 @@
     python studies/ablation.py --dataset mvtec --data /data/mvtec --preset paper --seeds 3 --cluster cluster/aws.yaml
 """
 
-import sys
-from pathlib import Path
+from ray import tune
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ray import tune  # noqa: E402
-
-from dsr.variants import VARIANTS  # noqa: E402
-from studies.harness import Study, main  # noqa: E402
+from dsr.variants import VARIANTS
+from studies.runner.harness import Study, main
 
 
 def add_arguments(parser):

@@ -4,14 +4,9 @@
     python studies/codebook.py --preset paper --sizes 1024 2048 4096 8192 --dataset mvtec --data /data/mvtec
 """
 
-import sys
-from pathlib import Path
+from ray import tune
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ray import tune  # noqa: E402
-
-from studies.harness import Study, main  # noqa: E402
+from studies.runner.harness import Study, main
 
 
 def add_arguments(parser):

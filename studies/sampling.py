@@ -6,14 +6,9 @@ or a plain grid over the registered strategies with --grid.
 Every trial carries image_auroc in each result (interim evaluations at checkpoints) so ASHA can stop bad ones early.
 """
 
-import sys
-from pathlib import Path
+from ray import tune
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ray import tune  # noqa: E402
-
-from studies.harness import METRIC, MODE, Study, main  # noqa: E402
+from studies.runner.harness import METRIC, MODE, Study, main
 
 # Each strategy's searchable parameters: name -> (low, high, log scale)
 STRATEGY_PARAMS = {

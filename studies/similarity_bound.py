@@ -3,14 +3,9 @@
     python studies/similarity_bound.py --dataset mvtec --data /data/mvtec --preset paper --seeds 3
 """
 
-import sys
-from pathlib import Path
+from ray import tune
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ray import tune  # noqa: E402
-
-from studies.harness import Study, main  # noqa: E402
+from studies.runner.harness import Study, main
 
 TABLE5_LAMBDAS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5]
 

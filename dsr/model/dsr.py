@@ -101,7 +101,7 @@ class DSR(nn.Module):
 
         precision: "fp32" or "bf16" (see `forward`); default the config's. chunk_size: images per forward pass;
         default on the CPU one 256x256 image's worth of pixels per pass (1 image at 256, 16 at 64): at 256 one
-        image at a time is both faster per image and smaller than a batch (studies/speed.py); elsewhere the
+        image at a time is both faster per image and smaller than a batch (benchmarks/speed.py); elsewhere the
         whole batch. Results do not depend on it beyond float rounding.
         """
         if chunk_size is None:

@@ -6,7 +6,7 @@ import pytest
 import ray
 import yaml
 
-from studies.ray_runtime import load_cluster_file
+from studies.runner.runtime import load_cluster_file
 
 CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"
 AWS = CLUSTER_DIR / "aws.yaml"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from studies.ray_runtime import _is_loopback
+from studies.runner.runtime import _is_loopback
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,7 +17,7 @@ DRIVER = """
 import json, sys, time
 import ray
 sys.path.insert(0, sys.argv[1])
-from studies.ray_runtime import init_local_ray, local_listeners
+from studies.runner.runtime import init_local_ray, local_listeners
 
 init_local_ray(num_cpus=1, include_dashboard=True)
 assert ray.get(ray.remote(lambda: 1).remote()) == 1  # a worker process exists too

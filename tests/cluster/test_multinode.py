@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster.local import ClusterHandle, multinode_cluster, namespaces_available
-from studies.ray_runtime import plan_cluster_run
+from namespaced_cluster import ClusterHandle, multinode_cluster, namespaces_available
+from studies.runner.runtime import plan_cluster_run
 
 TINY_STUDY = Path(__file__).with_name("tiny_study.py")
-CONNECT = "import os; from studies.ray_runtime import connect; connect(os.environ['RAY_ADDRESS'])"
+CONNECT = "import os; from studies.runner.runtime import connect; connect(os.environ['RAY_ADDRESS'])"
 
 _ok, _reason = namespaces_available()
 pytestmark = pytest.mark.skipif(not _ok, reason=f"network namespaces cannot be created here: {_reason}")
@@ -86,7 +86,7 @@ def test_bad_cluster_size_is_refused() -> None:
 
 def test_failed_start_still_removes_everything(monkeypatch: pytest.MonkeyPatch) -> None:
     """The head starts, the worker fails: the head's processes are ended and every namespace is deleted."""
-    from cluster import local
+    import namespaced_cluster as local
 
     real_start = local._ray_start
     started: list[str] = []

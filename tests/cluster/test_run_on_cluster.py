@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import studies.ray_runtime as rt
-from studies.ray_runtime import (
+import studies.runner.runtime as rt
+from studies.runner.runtime import (
     Command,
     connect,
     execute_plan,

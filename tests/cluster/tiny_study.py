@@ -12,7 +12,7 @@ import time
 import ray
 from ray import tune
 
-from studies.ray_runtime import connect
+from studies.runner.runtime import connect
 
 
 def report_node(config: dict) -> None:

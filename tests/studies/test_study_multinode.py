@@ -1,5 +1,5 @@
 """The real ablation study on a real two-node Ray: head and worker are separate hosts in their own network
-namespaces (cluster.local.multinode_cluster); the study joins with --address and its trials run on both nodes."""
+namespaces (namespaced_cluster.multinode_cluster); the study joins with --address and its trials run on both nodes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from study_run import REPO_ROOT, error_lines, is_done, read_results
 
-from cluster.local import multinode_cluster, namespaces_available
+from namespaced_cluster import multinode_cluster, namespaces_available
 
 VARIANTS = ("DSR", "DSR_U-", "DSR_random", "DSR_Limg")
 

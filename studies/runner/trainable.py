@@ -27,7 +27,7 @@ from dsr.model import DSR
 from dsr.training import StageEvent, TrainingData, run_stage, stage_iterations
 from dsr.training.pipeline import stages_for
 from dsr.training.state import load_state, save_state
-from studies.trial import (RunSettings, dataset_split, default_interval, resolve_config, stage1_images,
+from studies.runner.trial import (RunSettings, dataset_split, default_interval, resolve_config, stage1_images,
                            stage1_key, train_images)
 
 STATE_FILE = "state.pt"

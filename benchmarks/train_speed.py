@@ -7,8 +7,8 @@ rank), at K = 4096, D = 128, batch 8, ~30% of latent positions masked, for 64x64
 extrapolated linearly to all positions (the output says so). Also times every registered strategy.
 Part "training": training throughput (to be added).
 
-    python studies/train_speed.py --part anomalies
-    python studies/train_speed.py --part anomalies --latent-sizes 64 --baseline-budget 10 --output bench.json
+    python benchmarks/train_speed.py --part anomalies
+    python benchmarks/train_speed.py --part anomalies --latent-sizes 64 --baseline-budget 10 --output bench.json
 """
 
 from __future__ import annotations

@@ -9,13 +9,13 @@ from typing import Any
 import ray
 from ray import tune
 
-from studies.harness import METRIC, MODE, Study, StudyError
-from studies.trainable import Stage1Coordinator, dsr_trial
-from studies.trial import RunSettings
+from studies.runner.harness import METRIC, MODE, Study, StudyError
+from studies.runner.trainable import Stage1Coordinator, dsr_trial
+from studies.runner.trial import RunSettings
 
 
 def start_ray(args: argparse.Namespace) -> None:
-    from studies.ray_runtime import connect, init_local_ray
+    from studies.runner.runtime import connect, init_local_ray
 
     if args.address:
         try:

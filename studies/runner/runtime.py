@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
 REMOTE_RESULTS = "/home/ubuntu/dsr-results"  # default storage on the head of cluster/aws.yaml (ssh_user ubuntu)
 DASHBOARD_PORT = 8265

@@ -3,9 +3,9 @@
 Each (mode, batch) runs in its own subprocess so that its peak resident memory is its own; the maps of every
 mode are compared with plain fp32 eager on the same weights and images.
 
-    python studies/speed.py                        # paper config, batch 1 and 8, all modes
-    python studies/speed.py --preset small --batches 1 4 --modes fp32 bf16
-    python studies/speed.py --checkpoint run/model.pt   # trained weights (errors of bf16 are more telling)
+    python benchmarks/speed.py                        # paper config, batch 1 and 8, all modes
+    python benchmarks/speed.py --preset small --batches 1 4 --modes fp32 bf16
+    python benchmarks/speed.py --checkpoint run/model.pt   # trained weights (errors of bf16 are more telling)
 """
 
 from __future__ import annotations
@@ -127,6 +127,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     with contextlib.suppress(KeyboardInterrupt):
         sys.exit(main())

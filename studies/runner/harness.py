@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_DEMO_ROOT = PROJECT_DIR / "data" / "demo"
 DEFAULT_STORAGE = PROJECT_DIR / "results"
 METRIC, MODE = "image_auroc", "max"
@@ -149,7 +149,7 @@ def build_param_space(study: Study, args: argparse.Namespace, data_root: str, ca
 
 def validate_space(space: dict[str, Any], study: Study, args: argparse.Namespace) -> int:
     """Resolve every grid point's DSRConfig (unknown variant/strategy, bad value: one line); the number of points."""
-    from studies.trial import resolve_config
+    from studies.runner.trial import resolve_config
 
     points = _grid_points(space)
     if study.searcher is not None and study.searcher(args) is not None:
@@ -204,7 +204,7 @@ def run_study(study: Study, argv: list[str] | None = None) -> int:
         return 2
     print(f"{study.name}: {count or 'searched'} trial configurations, categories {', '.join(categories)}, "
           f"preset {args.preset}, results in {experiment_dir}", flush=True)
-    from studies.tuning import run_tuner
+    from studies.runner.tuner import run_tuner
 
     try:
         errors = run_tuner(study, args, space, categories, name)
@@ -244,7 +244,7 @@ def _build_report(experiment_dir: str) -> None:
 
 
 def _run_on_cluster(study: Study, args: argparse.Namespace, argv: list[str]) -> int:
-    from studies.ray_runtime import REMOTE_RESULTS, is_remote_storage, load_cluster_file, run_on_cluster
+    from studies.runner.runtime import REMOTE_RESULTS, is_remote_storage, load_cluster_file, run_on_cluster
 
     load_cluster_file(args.cluster)  # one-line ValueError before anything starts
     remote_argv = _without_option(argv, "--cluster")

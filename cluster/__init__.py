@@ -1,1 +1,0 @@
-"""Ray cluster files (AWS launcher, KubeRay RayJob) and a local multi-node Ray in network namespaces for tests."""
