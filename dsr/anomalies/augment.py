@@ -18,17 +18,18 @@ def rotate(images: Tensor, degrees: Tensor, mode: str = "bilinear") -> Tensor:
     uncovered border becomes 0), as imgaug's Affine(rotate=...) does in the reference.
     """
     b, _, h, w = images.shape
-    radians = degrees.to(device=images.device, dtype=torch.float32) * (math.pi / 180.0)
+    dtype = images.dtype if images.dtype == torch.float64 else torch.float32  # sample in fp32 at least
+    radians = degrees.to(device=images.device, dtype=dtype) * (math.pi / 180.0)
     cos, sin = radians.cos(), radians.sin()
     # Map output pixel (x, y) to the input pixel R(-angle)(x, y), written in normalised [-1, 1] coordinates;
     # the h/w factors keep the rotation rigid on non-square images.
-    theta = torch.zeros(b, 2, 3, device=images.device)
+    theta = torch.zeros(b, 2, 3, device=images.device, dtype=dtype)
     theta[:, 0, 0] = cos
     theta[:, 0, 1] = -sin * h / w
     theta[:, 1, 0] = sin * w / h
     theta[:, 1, 1] = cos
     grid = F.affine_grid(theta, [b, images.shape[1], h, w], align_corners=False)
-    return F.grid_sample(images.float(), grid, mode=mode, padding_mode="zeros", align_corners=False).to(images.dtype)
+    return F.grid_sample(images.to(dtype), grid, mode=mode, padding_mode="zeros", align_corners=False).to(images.dtype)
 
 
 def random_rotation(images: Tensor, probability: float, max_degrees: float, generator: torch.Generator) -> Tensor:

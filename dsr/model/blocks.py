@@ -35,7 +35,11 @@ def deconv(in_channels: int, out_channels: int) -> nn.ConvTranspose2d:
 
 
 class ResidualBlock(nn.Module):
-    """x + conv1x1(ReLU(conv3x3(ReLU(x)))), both convs without bias."""
+    """ReLU(x) + conv1x1(ReLU(conv3x3(ReLU(x)))), both convs without bias.
+
+    The reference's block starts with an in-place ReLU that overwrites x before the skip sum, so it computes
+    ReLU(x) + block(x), not x + block(x); its published weights were trained that way, so we compute the same.
+    """
 
     def __init__(self, channels: int, hidden: int) -> None:
         super().__init__()
@@ -47,7 +51,8 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.block(x)
+        x = F.relu(x)
+        return x + self.block(x)  # the block's own leading ReLU is then a no-op, kept for the key layout
 
 
 class ResidualStack(nn.Module):
