@@ -22,6 +22,7 @@ class DSRConfig:
     # --- data ---
     image_size: int = 256  # images are resized to image_size x image_size, values in [0, 1], no normalisation
     channel_order: str = "rgb"  # "bgr" reproduces the reference's OpenCV loading (needed for reference weights)
+    antialias: bool = False  # the reference resizes with plain bilinear interpolation (cv2.resize), no antialiasing
 
     # --- discrete latent model (VQ-VAE-2 style, stage 1) ---
     vq_hidden: int = 128  # encoder / general-decoder width ("num_hiddens" in the reference)
@@ -46,7 +47,7 @@ class DSRConfig:
     # --- feature-space anomaly generation ---
     anomaly_source: str = "feature"  # "image" is the paper's DSR_img ablation (DRAEM-style texture paste)
     sampling_strategy: str = "similarity_bound"  # name in dsr.anomalies.STRATEGIES
-    similarity_bound: float = 0.2  # lambda_s of Table 5 (reference default 0.2)
+    similarity_bound: float = 0.05  # lambda_s: the paper's DSR (Table 6 = Table 5's 0.05 row); reference code: 0.2
     excluded_nearest_fraction: float = 0.05  # the nearest 5% of codes are never used as replacements
     sampling_params: dict[str, Any] = field(default_factory=dict)  # extra parameters of the chosen strategy
     anomaly_probability: float = 0.5  # probability that a training sample gets a non-empty anomaly mask
@@ -74,6 +75,8 @@ class DSRConfig:
     stage3_lr: float = 2e-4
     lr_decay_at: float = 0.8  # learning rate x lr_decay_factor after this fraction of a stage
     lr_decay_factor: float = 0.1
+    # The reference's stage-3 milestones lie past its 50 epochs, so its stage-3 learning rate never decays (1.0).
+    stage3_lr_decay_at: float = 1.0
     stage2_rotation_probability: float = 0.4
     stage3_rotation_probability: float = 0.3
     max_rotation_degrees: float = 90.0
@@ -151,7 +154,7 @@ def _validate(c: DSRConfig) -> None:
     _require(0.0 <= c.excluded_nearest_fraction < 1.0, "excluded_nearest_fraction", "must lie in [0, 1)",
              c.excluded_nearest_fraction)
     for name in ("anomaly_probability", "both_levels_probability", "stage2_rotation_probability",
-                 "stage3_rotation_probability", "lr_decay_at", "perlin_threshold"):
+                 "stage3_rotation_probability", "lr_decay_at", "stage3_lr_decay_at", "perlin_threshold"):
         value = getattr(c, name)
         _require(0.0 <= value <= 1.0, name, "must lie in [0, 1]", value)
     _require(0.0 <= c.stage3_blend_max < 1.0, "stage3_blend_max", "must lie in [0, 1)", c.stage3_blend_max)

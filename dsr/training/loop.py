@@ -119,6 +119,7 @@ def run_stage(stage: str, model: DSR, data: TrainingData, *, device: str | torch
         def step():
             return stage3_step(model, data, generator, device)
 
+    decay_at = config.stage3_lr_decay_at if stage == "stage3" else config.lr_decay_at
     if progress is None:
         progress = sys.stderr.isatty()
     sums: dict[str, float] = {}
@@ -126,7 +127,7 @@ def run_stage(stage: str, model: DSR, data: TrainingData, *, device: str | torch
     with tqdm(total=total, initial=start, desc=stage, disable=not progress, dynamic_ncols=True) as bar:
         for iteration in range(start, end):
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(base_lr, iteration, total, config.lr_decay_at, config.lr_decay_factor)
+                group["lr"] = learning_rate(base_lr, iteration, total, decay_at, config.lr_decay_factor)
             optimizer.zero_grad(set_to_none=True)
             loss, parts = step()
             if loss is not None:  # stage 2 runs its own (micro-batched) backward pass

@@ -131,3 +131,13 @@ def test_micro_batches_give_the_whole_batch_gradient(images: torch.Tensor) -> No
         assert (grad - gradients[1][name]).abs().max() <= 1e-9 * grad.abs().max() + 1e-12, name
     for name, value in losses[0].items():
         assert value.item() == pytest.approx(losses[1][name].item(), rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize(("stage", "decays"), [("stage2", True), ("stage3", False)])
+def test_stage3_learning_rate_never_decays_by_default(stage: str, decays: bool, images: torch.Tensor) -> None:
+    """The reference's stage-3 milestones lie past its last epoch; stage 2 decays x0.1 at 80%."""
+    config = preset("tiny", stage2_iterations=5, stage3_iterations=5)
+    state = run_stage(stage, _fresh_model(config), TrainingData(images))
+    last_lr = state["optimizer"]["param_groups"][0]["lr"]
+    base = config.stage2_lr if stage == "stage2" else config.stage3_lr
+    assert last_lr == pytest.approx(base * config.lr_decay_factor if decays else base)
