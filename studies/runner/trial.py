@@ -17,6 +17,7 @@ import torch
 from dsr.anomalies import make_strategy
 from dsr.config import DSRConfig, preset
 from dsr.data import build_dataset, list_categories, load_all
+from dsr.protocol import evaluation_crop
 from dsr.variants import apply_variant
 
 STAGE1_MAX_IMAGES = 2000  # bounds stage-1 memory (256x256 float: ~1.5 GiB) on large datasets
@@ -25,9 +26,9 @@ TRIAL_KEYS = ("study", "preset", "variant", "category", "seed", "dataset", "data
 
 # Fields that decide the discrete latent model: trials equal in these share one stage-1 model.
 STAGE1_FIELDS = (
-    "image_size", "channel_order", "vq_hidden", "vq_residual_hidden", "vq_residual_layers", "embedding_dim",
-    "codebook_size", "commitment_cost", "ema_decay", "ema_epsilon", "stage1_iterations", "stage1_lr",
-    "stage1_batch_size", "seed",
+    "image_size", "channel_order", "antialias", "vq_hidden", "vq_residual_hidden", "vq_residual_layers",
+    "embedding_dim", "codebook_size", "commitment_cost", "ema_decay", "ema_epsilon", "codebook_restart_threshold",
+    "stage1_iterations", "stage1_lr", "stage1_batch_size", "seed",
 )
 
 
@@ -52,6 +53,8 @@ def resolve_config(trial: dict[str, Any]) -> DSRConfig:
     config = apply_variant(preset(trial.get("preset", "small")), trial.get("variant", "DSR"))
     overrides = dict(trial.get("overrides") or {})
     config = config.replace(**overrides, seed=int(trial.get("seed", 0)))
+    if "eval_center_crop" not in overrides:  # the reference's protocol for this dataset (MVTec: 224 of 256)
+        config = config.replace(eval_center_crop=evaluation_crop(trial.get("dataset", ""), config.image_size))
     if config.anomaly_source == "feature":
         make_strategy(config)  # an unknown strategy or bad sampling_params fails here, before training
     return config
@@ -68,7 +71,7 @@ def stage1_key(config: DSRConfig, settings: RunSettings, trial: dict[str, Any]) 
 
 def dataset_split(trial: dict[str, Any], config: DSRConfig, split: str, category: str | None = None):
     return build_dataset(trial["dataset"], trial["data_root"], category or trial["category"], split,
-                         config.image_size, config.channel_order)
+                         config.image_size, config.channel_order, antialias=config.antialias)
 
 
 def train_images(trial: dict[str, Any], config: DSRConfig) -> torch.Tensor:
@@ -89,7 +92,8 @@ def stage1_images(trial: dict[str, Any], config: DSRConfig, settings: RunSetting
         if not files:
             raise ValueError(f"--stage1-data {folder}: no images found")
         samples = [Sample(p, 0, None, "stage1", "good") for p in files]
-        dataset = AnomalyDataset(samples, config.image_size, config.channel_order, name="stage1")
+        dataset = AnomalyDataset(samples, config.image_size, config.channel_order, antialias=config.antialias,
+                                 name="stage1")
         return load_all(dataset, progress=False).images
     categories = list_categories(trial["dataset"], trial["data_root"])
     per_category = max(1, STAGE1_MAX_IMAGES // len(categories))
