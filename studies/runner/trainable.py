@@ -23,6 +23,7 @@ from ray import tune
 from dsr.checkpoints import save_checkpoint
 from dsr.data import build_demo
 from dsr.evaluation.evaluate import evaluate_model
+from dsr.evaluation.records import EvaluationRecords, evaluate_with_records, save_records
 from dsr.model import DSR
 from dsr.training import StageEvent, TrainingData, run_stage, stage_iterations
 from dsr.training.pipeline import stages_for
@@ -32,6 +33,7 @@ from studies.runner.trial import (RunSettings, dataset_split, default_interval, 
 
 STATE_FILE = "state.pt"
 MODEL_FILE = "model.pt"
+RECORDS_FILE = "records.npz"  # per-image scores, pixel samples and thumbnails: what reports bootstrap and draw
 HEARTBEAT_TIMEOUT_S = 600.0  # a stage-1 owner silent this long is presumed dead; another trial takes over
 
 
@@ -108,7 +110,7 @@ class Reporter:
         self.interim = {"image_auroc": 0.5} if interim_eval else {}
 
     def __call__(self, metrics: dict[str, Any], state: dict[str, Any] | None = None,
-                 model: DSR | None = None) -> None:
+                 model: DSR | None = None, records: EvaluationRecords | None = None) -> None:
         metrics = {**self.base, **self.interim, **metrics}
         if state is None and model is None:
             tune.report(metrics)
@@ -118,6 +120,8 @@ class Reporter:
                 save_state(state, os.path.join(folder, STATE_FILE))
             if model is not None:
                 save_checkpoint(model, os.path.join(folder, MODEL_FILE))
+            if records is not None:
+                save_records(records, os.path.join(folder, RECORDS_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
@@ -182,9 +186,10 @@ def dsr_trial(trial: dict[str, Any], settings: RunSettings) -> None:
         state = None
     model.eval()
     test = trial_test_set(trial, config)
-    metrics = evaluate_model(model, test, batch_size=settings.eval_batch_size, device=device,
-                             center_crop=config.eval_center_crop)
-    report({"stage": "done", **metrics}, model=model)
+    metrics, records = evaluate_with_records(model, test, batch_size=settings.eval_batch_size, device=device,
+                                             center_crop=config.eval_center_crop, seed=config.seed)
+    report({"stage": "done", **metrics, "eval_center_crop": config.eval_center_crop or 0}, model=model,
+           records=records)
 
 
 def trial_test_set(trial: dict[str, Any], config):

@@ -1,0 +1,147 @@
+"""Per-image evaluation records: what a report needs to bootstrap intervals and draw maps, saved beside a model.
+
+Metrics alone cannot say whether a 2-point AUROC gap is noise. A trial therefore also saves, per test image, its
+image score and label, a fixed seeded subsample of its pixels (scores and mask labels, every anomalous pixel kept
+up to a cap) for pixel AP, and small uint8 thumbnails of the image, its mask and its anomaly map for galleries.
+Reports resample these; they never need the model or the data again. A few hundred KB for 100 test images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from dsr.evaluation.evaluate import predict_all
+from dsr.evaluation.metrics import aupro, center_crop as crop, image_metrics, pixel_metrics
+
+THUMBNAIL_SIZE = 64  # side of the stored image, mask and map thumbnails
+PIXEL_SAMPLES = 512  # pixels kept per image for the pixel-AP bootstrap
+RECORDS_FORMAT = "dsr-studies/records/1"
+
+
+@dataclass
+class EvaluationRecords:
+    """Per-image results of one evaluation (N test images)."""
+
+    paths: np.ndarray  # (N,) str: image file names relative to the dataset's category folder where possible
+    defect_types: np.ndarray  # (N,) str: "good" or the defect folder
+    labels: np.ndarray  # (N,) int8: 1 = anomalous
+    image_scores: np.ndarray  # (N,) float32
+    pixel_scores: np.ndarray  # (N, P) float16: sampled map values (inside the evaluation crop)
+    pixel_labels: np.ndarray  # (N, P) bool: the mask at those pixels
+    has_masks: bool  # False: the dataset has no pixel masks, pixel metrics are not defined
+    center_crop: int  # the crop of the pixel metrics (0: none)
+    images: np.ndarray  # (N, T, T, 3) uint8 thumbnails
+    masks: np.ndarray  # (N, T, T) uint8 (0/255)
+    maps: np.ndarray  # (N, T, T) uint8: anomaly probability x 255
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def evaluate_with_records(model: torch.nn.Module, dataset, batch_size: int = 8, device: str | torch.device = "cpu",
+                          center_crop: int | None = None, pixel_samples: int = PIXEL_SAMPLES, seed: int = 0
+                          ) -> tuple[dict[str, float], EvaluationRecords]:
+    """The metrics of `evaluate_model` and the per-image records behind them, from one prediction pass.
+
+    `dataset` must expose `samples` (image_path, defect_type) and return image tensors, as AnomalyDataset does.
+    """
+    scores, maps, labels, masks = predict_all(model, dataset, batch_size, device)
+    images = _thumbnail_images(dataset)
+    has_masks = bool(getattr(dataset, "has_masks", True))
+    cropped_maps, cropped_masks = crop(maps, center_crop), crop(masks, center_crop)
+    metrics = {**image_metrics(scores, labels)}
+    if has_masks:
+        metrics.update({**pixel_metrics(cropped_maps, cropped_masks), "aupro": aupro(cropped_maps, cropped_masks)})
+    else:
+        metrics.update({"pixel_auroc": float("nan"), "pixel_ap": float("nan"), "aupro": float("nan")})
+    pixel_scores, pixel_labels = sample_pixels(cropped_maps, cropped_masks, pixel_samples, seed)
+    samples = dataset.samples
+    records = EvaluationRecords(
+        paths=np.array([_relative_name(s.image_path) for s in samples]),
+        defect_types=np.array([s.defect_type for s in samples]),
+        labels=labels.astype(np.int8),
+        image_scores=scores.astype(np.float32),
+        pixel_scores=pixel_scores.astype(np.float16),
+        pixel_labels=pixel_labels,
+        has_masks=has_masks,
+        center_crop=int(center_crop or 0),
+        images=images,
+        masks=_thumbnail(masks.astype(np.float32)),
+        maps=_thumbnail(maps),
+    )
+    return metrics, records
+
+
+def sample_pixels(maps: np.ndarray, masks: np.ndarray, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(N, count) map values and mask labels per image: all anomalous pixels up to half of `count`, the rest
+    drawn uniformly from the normal ones (seeded), so pixel AP on the subsample tracks the full one."""
+    rng = np.random.default_rng(seed)
+    n = len(maps)
+    flat_maps, flat_masks = maps.reshape(n, -1), masks.reshape(n, -1).astype(bool)
+    count = min(count, flat_maps.shape[1])
+    scores = np.zeros((n, count), dtype=np.float32)
+    truth = np.zeros((n, count), dtype=bool)
+    for i in range(n):
+        positive = np.flatnonzero(flat_masks[i])
+        negative = np.flatnonzero(~flat_masks[i])
+        take_pos = positive if len(positive) <= count // 2 else rng.choice(positive, count // 2, replace=False)
+        take_neg = rng.choice(negative, min(len(negative), count - len(take_pos)), replace=False)
+        chosen = np.concatenate([take_pos, take_neg])
+        scores[i, : len(chosen)], truth[i, : len(chosen)] = flat_maps[i, chosen], flat_masks[i, chosen]
+    return scores, truth
+
+
+def save_records(records: EvaluationRecords, path: str | Path) -> Path:
+    """Write records as one compressed .npz (no pickled objects)."""
+    path = Path(path)
+    values: dict[str, Any] = {f.name: getattr(records, f.name) for f in fields(records)}
+    values["has_masks"] = np.array(records.has_masks)
+    values["center_crop"] = np.array(records.center_crop)
+    values["paths"] = records.paths.astype(str)
+    values["defect_types"] = records.defect_types.astype(str)
+    np.savez_compressed(path, format=np.array(RECORDS_FORMAT), **values)
+    return path
+
+
+def load_records(path: str | Path) -> EvaluationRecords:
+    """Read records written by `save_records`; ValueError naming the file if it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "format" not in data or str(data["format"]) != RECORDS_FORMAT:
+                raise ValueError(f"{path}: not an evaluation records file of this project ({RECORDS_FORMAT})")
+            values = {f.name: data[f.name] for f in fields(EvaluationRecords)}
+    except (OSError, KeyError, EOFError) as error:
+        raise ValueError(f"{path}: unreadable evaluation records ({error})") from error
+    values["has_masks"] = bool(values["has_masks"])
+    values["center_crop"] = int(values["center_crop"])
+    return EvaluationRecords(**values)
+
+
+def _relative_name(path: Path) -> str:
+    path = Path(path)
+    return "/".join(path.parts[-2:])  # "<defect or good>/<file>": stable across machines and roots
+
+
+def _thumbnail(batch: np.ndarray) -> np.ndarray:
+    """(N, S, S) values in [0, 1] -> (N, T, T) uint8, area-averaged."""
+    tensor = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None]
+    small = F.adaptive_avg_pool2d(tensor, min(THUMBNAIL_SIZE, tensor.shape[-1]))[:, 0]
+    return (small.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def _thumbnail_images(dataset) -> np.ndarray:
+    """(N, T, T, 3) uint8 thumbnails of every image of the dataset, in its channel order's RGB view."""
+    thumbs = []
+    for index in range(len(dataset)):
+        image = dataset[index]["image"]  # (3, S, S)
+        if getattr(dataset, "channel_order", "rgb") == "bgr":
+            image = image.flip(0)
+        small = F.adaptive_avg_pool2d(image[None].float(), min(THUMBNAIL_SIZE, image.shape[-1]))[0]
+        thumbs.append((small.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+    return np.stack(thumbs)
