@@ -29,6 +29,18 @@ def format_value(mean: float, std: float = math.nan, n: int | None = None, n_exp
     return text
 
 
+def format_interval(low: float, high: float) -> str:
+    """"[96.2, 99.0]" (percent); MISSING when the trials saved no per-image records."""
+    return MISSING if _nan(low) or _nan(high) else f"[{low:.1f}, {high:.1f}]"
+
+
+def format_comparison(delta: float, low: float, high: float, significant: Any) -> str:
+    """"-2.1 [-4.0, -0.3] *": the paired difference to the baseline, its interval, * when it excludes 0."""
+    if _nan(delta) or _nan(low):
+        return MISSING
+    return f"{delta:+.1f} [{low:+.1f}, {high:+.1f}]" + (" *" if significant else "")
+
+
 def format_delta(delta: float) -> str:
     """Signed difference in percentage points, "+0.3" / "-1.2"; MISSING if NaN."""
     return MISSING if _nan(delta) else f"{delta:+.1f}"
@@ -46,6 +58,10 @@ def summary_display(table: StudyTable) -> pd.DataFrame:
             name = METRIC_NAMES[m]
             rows.append([f"{name}, ours"] + [format_value(r[m], r[f"{m}_std"], r[f"{m}_n_seeds"],
                                                           r["n_seeds_expected"]) for _, r in s.iterrows()])
+            if f"{m}_ci_low" in s:
+                rows.append([f"{name}, 95% CI"] + [format_interval(r[f"{m}_ci_low"], r[f"{m}_ci_high"])
+                                                   for _, r in s.iterrows()])
+                rows.append([f"{name}, vs {table.baseline}"] + _comparisons(s, m))
             if m in paper_metrics:
                 rows.append([f"{name}, paper"] + [format_value(v) for v in s[f"{m}_paper"]])
                 rows.append([f"{name}, Δ (ours − paper)"] + [format_delta(v) for v in s[f"{m}_delta"]])
@@ -56,6 +72,9 @@ def summary_display(table: StudyTable) -> pd.DataFrame:
         name = METRIC_NAMES[m]
         out[name] = [format_value(r[m], r[f"{m}_std"], r[f"{m}_n_seeds"], r["n_seeds_expected"])
                      for _, r in s.iterrows()]
+        if f"{m}_ci_low" in s:
+            out[f"{name} 95% CI"] = [format_interval(r[f"{m}_ci_low"], r[f"{m}_ci_high"]) for _, r in s.iterrows()]
+            out[f"{name} vs {table.baseline}"] = _comparisons(s, m)
         if m in paper_metrics:
             out[f"{name} paper"] = [format_value(v) for v in s[f"{m}_paper"]]
             out[f"{name} Δ"] = [format_delta(v) for v in s[f"{m}_delta"]]
@@ -147,6 +166,11 @@ def write_study(table: StudyTable, folder: Path) -> dict[str, dict[str, Path]]:
 
 def table_title(table: StudyTable) -> str:
     return f"{table.spec.title} ({table.dataset}, preset {table.preset})"
+
+
+def _comparisons(summary: pd.DataFrame, metric: str) -> list[str]:
+    return [format_comparison(r[f"{metric}_vs_base"], r[f"{metric}_vs_base_low"], r[f"{metric}_vs_base_high"],
+                              r[f"{metric}_vs_base_sig"]) for _, r in summary.iterrows()]
 
 
 def _trial_counts(summary: pd.DataFrame) -> list[str]:

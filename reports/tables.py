@@ -62,6 +62,7 @@ class StudyTable:
     summary: pd.DataFrame
     per_category: pd.DataFrame
     missing: MissingCount
+    baseline: str  # label of the condition every other is compared with (paired bootstrap)
     duplicates_dropped: int  # trials of an already-filled cell (a rerun): the latest finished one is kept
     unplaced: int  # trials whose condition is unknown (e.g. a preset without a default K): left out
     paper_curve: pd.DataFrame | None  # the paper's sweep (lambda_s, value) for the wide tables, else None
@@ -140,12 +141,56 @@ def study_table(group: pd.DataFrame, spec: StudySpec, dataset: str, preset: str)
     per_category = pd.DataFrame(category_rows, columns=[*conditions, "label", "category", *metric_columns,
                                                         "n_seeds_expected"])
     missing = _missing(unique, len(condition_rows) * n_expected)
+    baseline = add_intervals(summary, done, conditions, categories, spec.metrics)
     curve = None
     if spec.layout == "wide" and spec.paper_table is not None:
         curve = paper_curve(spec.paper_table, spec.metrics[0], _unique(unique["variant"]) or "DSR")
     name = "-".join(_slug(part) for part in (spec.stem, dataset, preset))
     return StudyTable(spec, dataset, preset, name, tuple(conditions), categories, seeds, summary, per_category,
-                      missing, duplicates, unplaced, curve)
+                      missing, baseline, duplicates, unplaced, curve)
+
+
+def baseline_label(summary: pd.DataFrame) -> str:
+    """The condition others are compared with: the paper's DSR (variant DSR, lambda_s 0.05) where present."""
+    if summary.empty:
+        return ""
+    preferred = pd.Series(True, index=summary.index)
+    if "variant" in summary:
+        preferred &= summary["variant"] == "DSR"
+    if "lambda_s" in summary:
+        preferred &= summary["lambda_s"].astype(float).round(6) == 0.05
+    rows = summary[preferred] if preferred.any() else summary
+    return str(rows["label"].iloc[0])
+
+
+def add_intervals(summary: pd.DataFrame, done: pd.DataFrame, conditions: tuple[str, ...],
+                  categories: tuple[str, ...], metrics: tuple[str, ...]) -> str:
+    """Add 95% intervals to `summary` in place (`{m}_ci_low/high`; `{m}_vs_base`, `_low`, `_high`, `_sig` for
+    the paired difference to the baseline condition) from the trials' records; returns the baseline's label."""
+    from reports.intervals import attach_records, cell_interval
+
+    base = baseline_label(summary)
+    records = attach_records(done)
+    base_key = summary[summary["label"] == base].iloc[0] if base else None
+    base_frame = _select(done, {c: base_key[c] for c in conditions}) if base_key is not None else None
+    for metric in metrics:
+        columns = {f"{metric}_{suffix}": [] for suffix in ("ci_low", "ci_high", "vs_base", "vs_base_low",
+                                                           "vs_base_high", "vs_base_sig")}
+        for _, row in summary.iterrows():
+            frame = _select(done, {c: row[c] for c in conditions})
+            cell = cell_interval(frame, records, categories, metric, row[metric]) if records else None
+            diff_value = row[metric] - base_key[metric] if base_key is not None else math.nan
+            diff = (cell_interval(frame, records, categories, metric, diff_value, baseline=base_frame)
+                    if records and base_key is not None and row["label"] != base else None)
+            columns[f"{metric}_ci_low"].append(cell.low if cell else math.nan)
+            columns[f"{metric}_ci_high"].append(cell.high if cell else math.nan)
+            columns[f"{metric}_vs_base"].append(diff_value if diff else math.nan)
+            columns[f"{metric}_vs_base_low"].append(diff.low if diff else math.nan)
+            columns[f"{metric}_vs_base_high"].append(diff.high if diff else math.nan)
+            columns[f"{metric}_vs_base_sig"].append(diff.excludes_zero() if diff else None)
+        for name, values in columns.items():
+            summary[name] = values
+    return base
 
 
 def category_matrix(table: StudyTable, metric: str) -> pd.DataFrame:

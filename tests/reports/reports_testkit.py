@@ -17,7 +17,7 @@ CATEGORIES = ["zipper", "bottle"]  # deliberately not sorted: tables must sort t
 SEEDS = [0, 1]
 # (variant, overrides) per study, deliberately out of canonical order; {} means "the preset's default".
 ABLATION = [("DSR_U-", {}), ("DSR", {}), ("DSR_random", {}), ("DSR_img", {})]
-LAMBDAS = [("DSR", {"similarity_bound": 0.5}), ("DSR", {"similarity_bound": 0.05}), ("DSR", {})]
+LAMBDAS = [("DSR", {"similarity_bound": 0.5}), ("DSR", {"similarity_bound": 0.2}), ("DSR", {})]  # {}: the default 0.05
 CODEBOOK = [("DSR", {"codebook_size": 64}), ("DSR", {})]
 SAMPLING = [("DSR", {"sampling_strategy": "distance_band", "sampling_params": {"low": 0.1, "high": 0.4}}),
             ("DSR", {})]
