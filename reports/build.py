@@ -69,12 +69,30 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         f"are mean ± std over seeds. Δ = ours − paper, in points; {PAPER_NOTE}. In the CSV files the numbers are "
         "unrounded and a missing value is an empty field. trials.csv lists every trial and its status.",
         "",
+        "95% CI: a bootstrap interval (scipy.stats.bootstrap, percentile) resampling each category's test images "
+        "(normal and anomalous separately) and, with several seeds, the seeds; pixel AP resamples a stored "
+        "subsample of each image's pixels. \"vs X\": the paired bootstrap of the difference to the baseline X on "
+        "the same resampled images and seeds, * where its interval excludes 0 (a difference beyond the noise). "
+        f"{MISSING} where the trials saved no per-image records. " + _crop_sentence(trials),
+        "",
     ]
     if notes:
         head += ["Notes:", ""] + [f"- {note}" for note in notes] + [""]
     report = out / "report.md"
     report.write_text("\n".join(head + sections), encoding="utf-8")
     return report
+
+
+def _crop_sentence(trials) -> str:
+    """Which pixel crop the trials' pixel metrics used (the reference crops MVTec maps to 224 of 256)."""
+    crops = trials.get("eval_center_crop")
+    if crops is None or crops.dropna().empty:
+        return "Pixel metrics on the whole map (no crop recorded)."
+    values = sorted({int(c) for c in crops.dropna()})
+    if values == [0]:
+        return "Pixel metrics on the whole map."
+    return "Pixel metrics on the centre crop of side " + ", ".join(str(v) for v in values if v) + " px" + (
+        " (some trials uncropped)." if 0 in values else ".")
 
 
 def _draw_figures(table: StudyTable, folder: Path) -> tuple[dict[str, Path], list[str]]:

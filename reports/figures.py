@@ -50,8 +50,13 @@ def plot_metric_curve(ours: pd.DataFrame, x: str, metric: str, paper: pd.DataFra
         label = "ours" if name is None else f"ours: {name}"
         sns.lineplot(data=frame, x=x, y=metric, estimator=None, marker="o", color=colour, label=label, ax=ax)
         mean, std = frame[metric].to_numpy(float), frame[f"{metric}_std"].to_numpy(float)
-        ax.fill_between(frame[x].to_numpy(float), mean - std, mean + std, color=colour, alpha=0.25, linewidth=0,
-                        label="± std over seeds" if i == 0 and np.isfinite(std).any() else None)
+        low, high = _interval(frame, metric)
+        if np.isfinite(low).any():  # the bootstrap 95% interval where trials saved records
+            ax.fill_between(frame[x].to_numpy(float), low, high, color=colour, alpha=0.25, linewidth=0,
+                            label="95% CI" if i == 0 else None)
+        else:
+            ax.fill_between(frame[x].to_numpy(float), mean - std, mean + std, color=colour, alpha=0.25,
+                            linewidth=0, label="± std over seeds" if i == 0 and np.isfinite(std).any() else None)
         for xv, yv in zip(frame[x], frame[metric]):
             if pd.isna(yv):
                 ax.annotate(MISSING_TEXT, (float(xv), 0.02), xycoords=("data", "axes fraction"), ha="center",
@@ -71,7 +76,8 @@ def plot_metric_curve(ours: pd.DataFrame, x: str, metric: str, paper: pd.DataFra
 
 def plot_grouped_bars(summary: pd.DataFrame, metrics: list[str], label: str = "label",
                       ax: Axes | None = None) -> Axes:
-    """Bars per condition (x) and metric (colour) with ± std error bars; the paper's value as a black mark.
+    """Bars per condition (x) and metric (colour) with 95% CI error bars (± std where no CI); the paper's value
+    as a black mark.
 
     summary: one row per condition, columns label, {m}, {m}_std, {m}_paper (percent, NaN where missing).
     """
@@ -88,8 +94,12 @@ def plot_grouped_bars(summary: pd.DataFrame, metrics: list[str], label: str = "l
         has = np.isfinite(values)
         ax.bar(xs[has], values[has], width=width * 0.9, color=colours[j % len(colours)],
                label=METRIC_NAMES.get(metric, metric))
-        spread = has & np.isfinite(errors)
-        ax.errorbar(xs[spread], values[spread], yerr=errors[spread], fmt="none", ecolor="0.2", capsize=3,
+        low, high = _interval(summary, metric)
+        with_ci = has & np.isfinite(low) & np.isfinite(high)
+        ax.errorbar(xs[with_ci], values[with_ci], yerr=np.vstack([values - low, high - values])[:, with_ci],
+                    fmt="none", ecolor="0.2", capsize=3, elinewidth=1)
+        spread = has & ~with_ci & np.isfinite(errors)
+        ax.errorbar(xs[spread], values[spread], yerr=errors[spread], fmt="none", ecolor="0.5", capsize=3,
                     elinewidth=1)
         for xv, v in zip(xs, values):
             if not np.isfinite(v):
@@ -135,6 +145,14 @@ def plot_category_heatmap(matrix: pd.DataFrame, metric: str, ax: Axes | None = N
     ax.set_xlabel("")
     ax.set_ylabel("category")
     return ax
+
+
+def _interval(frame: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The 95% CI columns of a metric, NaN where absent."""
+    nan = np.full(len(frame), np.nan)
+    if f"{metric}_ci_low" not in frame:
+        return nan, nan
+    return frame[f"{metric}_ci_low"].to_numpy(float), frame[f"{metric}_ci_high"].to_numpy(float)
 
 
 def _pyplot_axes() -> Axes:

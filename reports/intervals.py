@@ -176,4 +176,7 @@ def cell_interval(frame: pd.DataFrame, records: dict[str, EvaluationRecords], ca
     if math.isnan(low) or math.isnan(high):
         return None
     shift = value - observed * 100.0
-    return Interval(low * 100.0 + shift, high * 100.0 + shift)
+    low, high = low * 100.0 + shift, high * 100.0 + shift
+    if base is None:  # a metric lies in [0, 100]; a difference in [-100, 100]
+        low, high = max(low, 0.0), min(high, 100.0)
+    return Interval(low, high)
