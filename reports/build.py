@@ -50,6 +50,9 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
                          "(no override and no preset default).")
         figure_paths, figure_notes = _draw_figures(table, out / "figures")
         notes += figure_notes
+        gallery = _draw_gallery(table, out / "figures")
+        if gallery is not None:
+            figure_paths["gallery"] = gallery
         sections.append(_section(table, files, figure_paths, out))
 
     expected = sum(t.missing.expected for t in tables)
@@ -120,6 +123,43 @@ def _draw_figures(table: StudyTable, folder: Path) -> tuple[dict[str, Path], lis
             log.warning("figure %s failed: %s", stem.name, error)
             notes.append(f"figure {stem.name} could not be drawn ({type(error).__name__}: {error}).")
     return drawn, notes
+
+
+def _draw_gallery(table: StudyTable, folder: Path) -> Path | None:
+    """The map gallery of the table's first category and seed, or None if its trials saved no records."""
+    from reports.gallery import draw_gallery
+    from reports.intervals import attach_records
+    from reports.tables import _select
+
+    done = table.done_trials
+    if done is None or done.empty or not table.categories:
+        return None
+    category = table.categories[0]
+    first = done[done["category"] == category]
+    if first.empty:
+        return None
+    first = first[first["seed"] == first["seed"].min()]
+    records = attach_records(first)
+    by_condition = {}
+    for _, row in table.summary.iterrows():
+        trials = _select(first, {c: row[c] for c in table.conditions})
+        found = [records[t] for t in trials["trial_id"] if t in records]
+        if found:
+            by_condition[str(row["label"])] = found[0]
+    if not by_condition:
+        return None
+    baseline = table.baseline if table.baseline in by_condition else next(iter(by_condition))
+    try:
+        figure = draw_gallery(by_condition, baseline, category)
+    except Exception as error:  # a gallery must not cost the tables
+        log.warning("gallery of %s failed: %s", table.name, error)
+        return None
+    try:
+        return figures.save_figure(figure, folder / f"{table.name}-gallery")[0]
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
 
 
 def _overview(table: StudyTable, ax) -> None:

@@ -66,6 +66,7 @@ class StudyTable:
     duplicates_dropped: int  # trials of an already-filled cell (a rerun): the latest finished one is kept
     unplaced: int  # trials whose condition is unknown (e.g. a preset without a default K): left out
     paper_curve: pd.DataFrame | None  # the paper's sweep (lambda_s, value) for the wide tables, else None
+    done_trials: pd.DataFrame | None = None  # the finished trials behind the cells (condition columns included)
 
     @property
     def has_paper(self) -> bool:
@@ -147,7 +148,7 @@ def study_table(group: pd.DataFrame, spec: StudySpec, dataset: str, preset: str)
         curve = paper_curve(spec.paper_table, spec.metrics[0], _unique(unique["variant"]) or "DSR")
     name = "-".join(_slug(part) for part in (spec.stem, dataset, preset))
     return StudyTable(spec, dataset, preset, name, tuple(conditions), categories, seeds, summary, per_category,
-                      missing, baseline, duplicates, unplaced, curve)
+                      missing, baseline, duplicates, unplaced, curve, done_trials=done)
 
 
 def baseline_label(summary: pd.DataFrame) -> str:
