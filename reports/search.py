@@ -1,0 +1,304 @@
+"""Search reports: what a searched study (OptunaSearch + ASHA, e.g. studies/sampling.py) tried and what it found.
+
+A searched study gives every trial its own configuration, so the condition table alone hides what was searched.
+This module adds, per study: a table with every searched parameter of every trial (a trial ASHA stopped is
+"stopped at iteration N" with its last interim value, not missing), the best configurations by their final
+metric, Optuna's parameter importances (an in-memory Optuna study rebuilt from the finished trials) and a figure
+of the metric against each searched parameter.
+
+Metric keys: when a study splits its test set, a trial's final metrics carry a `report_` prefix
+(`report_image_auroc`, the report part) and its interim ones a `search_` prefix (the part searchers see). Both
+are preferred when present; without them the plain key is used for both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from reports.spec import METRIC_NAMES, MISSING
+
+SEARCH_PREFIX, REPORT_PREFIX = "search_", "report_"
+SEARCHER_STATE_GLOB = "searcher-state-*.pkl"  # written by Tune beside experiment_state when a searcher ran
+MIN_TRIALS_FOR_IMPORTANCE = 5  # finished trials needed before parameter importances mean anything
+BEST_COUNT = 5
+PARAM_NAMES = {"sampling_strategy": "strategy", "similarity_bound": "λs"}
+_HISTORY_KEYS = ("stage", "stage_iteration", "training_iteration")
+
+
+@dataclass(frozen=True)
+class SearchReport:
+    """One searched study's trials (one row each, columns below) and what was searched."""
+
+    trials: pd.DataFrame  # trial_id, category, seed, state, iteration, stage, stage_iteration, <params...>,
+    #                       last_search (interim value, fraction), final (report value, fraction), status
+    params: tuple[str, ...]  # flattened override keys that vary between trials, e.g. "sampling_params/low"
+    metric: str
+    importances: pd.DataFrame  # scope ("all" or a strategy), parameter, importance, n_trials
+    importance_note: str  # why there are no importances, or which evaluator computed them
+
+
+def is_searched(trials: pd.DataFrame) -> bool:
+    """A study ran with a searcher or scheduler: Tune saved a searcher state, or a trial carries search_ metrics
+    or was stopped early (TERMINATED without a final result)."""
+    if trials.empty:
+        return False
+    folders = {Path(p).parent for p in trials["path"].dropna()}
+    if any(any(folder.glob(SEARCHER_STATE_GLOB)) for folder in folders):
+        return True
+    stopped = (trials["status"] == "incomplete") & (trials["tune_status"] == "TERMINATED")
+    return bool(stopped.any())
+
+
+def search_report(trials: pd.DataFrame, metric: str = "image_auroc") -> SearchReport:
+    """Every trial of one searched study with its searched parameters, progress and values (see SearchReport)."""
+    rows = []
+    for trial in trials.itertuples(index=False):
+        history = read_history(trial.path)
+        overrides = json.loads(trial.overrides) if isinstance(trial.overrides, str) else {}
+        rows.append({"trial_id": trial.trial_id, "category": trial.category, "seed": trial.seed,
+                     "status": trial.status, **_progress(history, trial.status, metric),
+                     **flatten(overrides)})
+    frame = pd.DataFrame(rows)
+    params = searched_params(frame.drop(columns=[c for c in frame if c not in _param_columns(frame)]))
+    ordered = ["trial_id", "category", "seed", "state", *params, "last_search", "final", "status", "iteration",
+               "stage", "stage_iteration"]
+    frame = frame.reindex(columns=ordered)
+    frame = frame.sort_values(["final", "last_search"], ascending=False, na_position="last").reset_index(drop=True)
+    importances, note = parameter_importances(frame, params)
+    return SearchReport(frame, params, metric, importances, note)
+
+
+def read_history(trial_path: Any) -> pd.DataFrame:
+    """A trial's results (result.json, one JSON object a line), scalar keys only; empty if there are none.
+
+    A half-written last line (an interrupted trial) is skipped, not fatal.
+    """
+    if not isinstance(trial_path, str) or not trial_path:
+        return pd.DataFrame()
+    path = Path(trial_path) / "result.json"
+    if not path.is_file():
+        return pd.DataFrame()
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            result = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(result, dict):
+            rows.append({k: v for k, v in result.items() if not isinstance(v, (dict, list))})
+    return pd.DataFrame(rows)
+
+
+def flatten(overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"sampling_params": {"low": 0.1}} -> {"sampling_params/low": 0.1} (Optuna's names without "overrides/")."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def searched_params(params: pd.DataFrame) -> tuple[str, ...]:
+    """Override keys that differ between trials (a key set in only some trials counts): what the search drew."""
+    searched = [c for c in params if params[c].astype(str).nunique(dropna=False) > 1]
+    return tuple(sorted(searched, key=lambda c: (c != "sampling_strategy", c.count("/"))))  # else drawing order
+
+
+def param_label(param: str) -> str:
+    """Display name: "sampling_params/low" -> "low", "similarity_bound" -> "λs"."""
+    return PARAM_NAMES.get(param, param.rsplit("/", 1)[-1])
+
+
+def parameter_importances(frame: pd.DataFrame, params: tuple[str, ...]) -> tuple[pd.DataFrame, str]:
+    """fANOVA importances (Optuna) of the searched parameters for the final metric of the finished trials.
+
+    Over all finished trials for the parameters every one of them has (e.g. the strategy), then per strategy
+    for that strategy's own parameters; a scope with fewer than MIN_TRIALS_FOR_IMPORTANCE trials is skipped.
+    """
+    columns = ["scope", "parameter", "importance", "n_trials"]
+    finished = frame[frame["final"].notna()]
+    if len(finished) < MIN_TRIALS_FOR_IMPORTANCE:
+        return pd.DataFrame(columns=columns), (f"Parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} "
+                                               f"finished trials; this search has {len(finished)}.")
+    scopes = [("all", finished)]
+    if "sampling_strategy" in params:
+        scopes += [(str(s), group) for s, group in finished.groupby("sampling_strategy")]
+    rows = []
+    for scope, group in scopes:
+        varying = [p for p in params if group[p].notna().all() and group[p].astype(str).nunique() > 1]
+        if scope != "all":
+            varying = [p for p in varying if p != "sampling_strategy"]
+        if len(group) < MIN_TRIALS_FOR_IMPORTANCE or not varying:
+            continue
+        for name, value in _optuna_importances(group, varying).items():
+            rows.append({"scope": scope, "parameter": name, "importance": value, "n_trials": len(group)})
+    if not rows:
+        return pd.DataFrame(columns=columns), ("No parameter varies over enough finished trials "
+                                               f"(at least {MIN_TRIALS_FOR_IMPORTANCE}) for importances.")
+    return pd.DataFrame(rows, columns=columns), ("Importances: Optuna's fANOVA evaluator (seed 0) on an in-memory "
+                                                 "study of the finished trials and their final values.")
+
+
+def _optuna_importances(group: pd.DataFrame, params: list[str]) -> dict[str, float]:
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    distributions = {}
+    for p in params:
+        values = group[p]
+        numeric = pd.to_numeric(values, errors="coerce")
+        if numeric.notna().all() and not values.map(lambda v: isinstance(v, (bool, str))).any():
+            low, high = float(numeric.min()), float(numeric.max())
+            distributions[p] = FloatDistribution(low, high, log=low > 0 and high / low >= 10)
+        else:
+            distributions[p] = CategoricalDistribution(sorted(values.astype(str).unique()))
+    study = optuna.create_study(direction="maximize")
+    for _, row in group.iterrows():
+        values = {p: (float(row[p]) if isinstance(distributions[p], FloatDistribution) else str(row[p]))
+                  for p in params}
+        study.add_trial(optuna.trial.create_trial(params=values, distributions=distributions,
+                                                  value=float(row["final"])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna marks some evaluators experimental
+        found = optuna.importance.get_param_importances(
+            study, params=params, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    return {k: float(v) for k, v in found.items()}
+
+
+def best_configurations(report: SearchReport, count: int = BEST_COUNT) -> pd.DataFrame:
+    """The `count` finished trials with the highest final (report-part) value, best first."""
+    return report.trials[report.trials["final"].notna()].head(count)
+
+
+def display_trials(frame: pd.DataFrame, params: tuple[str, ...], metric: str) -> pd.DataFrame:
+    """Strings for the Markdown/LaTeX table: percent values, MISSING for a parameter a trial did not draw."""
+    name = METRIC_NAMES.get(metric, metric)
+    out = pd.DataFrame({"trial": frame["trial_id"], "category": frame["category"], "seed": frame["seed"].astype(str),
+                        "state": frame["state"]})
+    for p in params:
+        out[param_label(p)] = [_format_param(v) for v in frame[p]]
+    out[f"last interim {name}"] = [_percent(v) for v in frame["last_search"]]
+    out[f"final {name}"] = [_percent(v) for v in frame["final"]]
+    return out
+
+
+def plot_metric_vs_param(frame: pd.DataFrame, param: str, metric: str, ax: Axes | None = None) -> Axes:
+    """The metric of every trial against one searched parameter: final value (filled) for finished trials, last
+    interim value (x) for stopped ones; colour = strategy. Numbers only; nothing is computed here."""
+    ax = ax if ax is not None else Figure().add_subplot()
+    drawn = frame[frame[param].notna()].assign(
+        value=lambda f: 100 * f["final"].fillna(f["last_search"]),
+        outcome=lambda f: np.where(f["final"].notna(), "finished (final)", "stopped (last interim)"))
+    drawn = drawn[drawn["value"].notna()]
+    hue = "sampling_strategy" if "sampling_strategy" in drawn and param != "sampling_strategy" else None
+    numeric = pd.to_numeric(drawn[param], errors="coerce")
+    if len(drawn) and numeric.notna().all():
+        drawn = drawn.assign(**{param: numeric})
+        sns.scatterplot(data=drawn, x=param, y="value", hue=hue, style="outcome",
+                        markers={"finished (final)": "o", "stopped (last interim)": "X"}, palette="colorblind",
+                        s=60, ax=ax)
+        if numeric.min() > 0 and numeric.max() / numeric.min() >= 10:
+            ax.set_xscale("log")
+    elif len(drawn):
+        sns.stripplot(data=drawn.assign(**{param: drawn[param].astype(str)}), x=param, y="value", hue="outcome",
+                      palette="colorblind", size=7, jitter=0.15, ax=ax)
+    ax.set_xlabel(param_label(param))
+    ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} (%)")
+    return ax
+
+
+def write_search(report: SearchReport, name: str, title: str, tables: Path, figures: Path,
+                 link) -> str:
+    """Write the search tables (md, tex, csv) and figure (png, pdf); returns the report.md section."""
+    from reports.figures import save_figure
+    from reports.render import write_table
+
+    metric_name = METRIC_NAMES.get(report.metric, report.metric)
+    frame, params = report.trials, report.params
+    stopped = int(frame["state"].str.startswith("stopped").sum())
+    files = write_table(display_trials(frame, params, report.metric), frame, tables / f"{name}-search-trials",
+                        f"{title}: every trial", [f"{stopped} of {len(frame)} trials stopped early."])
+    best = best_configurations(report)
+    best_files = write_table(display_trials(best, params, report.metric), best, tables / f"{name}-search-best",
+                             f"{title}: best configurations")
+    lines = [f"### {title}: search", "",
+             f"{len(frame)} trials, {int(frame['final'].notna().sum())} finished, {stopped} stopped early by the "
+             f"scheduler (shown with the iteration they stopped at and their last interim {metric_name}). "
+             f"Searched: {', '.join(param_label(p) for p in params) or 'nothing varies'}. \"final\" is the "
+             f"trial's last evaluation (the report part of the test set where the study split it), \"last "
+             f"interim\" the last value the searcher saw. {MISSING}: a parameter the trial did not draw.", ""]
+    lines += [f"Best configurations (final {metric_name}):", "",
+              display_trials(best, params, report.metric).to_markdown(index=False, disable_numparse=True), "",
+              f"- Every trial: [Markdown]({link(files['md'])}) · [LaTeX]({link(files['tex'])}) · "
+              f"[CSV]({link(files['csv'])}); best: [CSV]({link(best_files['csv'])})", ""]
+    if report.importances.empty:
+        lines += [report.importance_note, ""]
+    else:
+        shown = report.importances.assign(parameter=report.importances["parameter"].map(param_label),
+                                          importance=report.importances["importance"].map(lambda v: f"{v:.2f}"))
+        lines += [f"Parameter importances for the final {metric_name}. {report.importance_note}", "",
+                  shown.to_markdown(index=False, disable_numparse=True), ""]
+    if params:
+        figure = Figure(figsize=(3.6 * len(params), 3.4), layout="constrained")
+        for ax, param in zip(np.atleast_1d(figure.subplots(1, len(params), sharey=True, squeeze=False)[0]), params):
+            plot_metric_vs_param(frame, param, report.metric, ax=ax)
+            if ax.get_legend() is not None:
+                ax.legend(fontsize=7, title_fontsize=7)
+        figure.suptitle(f"{title}: {metric_name} against each searched parameter", fontsize=9)
+        png = save_figure(figure, figures / f"{name}-search-params")[0]
+        lines += [f"![{name} search]({link(png)}) ([PDF]({link(png.with_suffix('.pdf'))}))", ""]
+    return "\n".join(lines)
+
+
+def _progress(history: pd.DataFrame, status: str, metric: str) -> dict[str, Any]:
+    """Where a trial got to and its values: state text, iteration, stage, last interim and final values."""
+    last = history.iloc[-1].to_dict() if not history.empty else {}
+    done = history[history["stage"] == "done"] if "stage" in history else pd.DataFrame()
+    final_row = done.iloc[-1].to_dict() if not done.empty else {}
+    interim = history[history["stage"] != "done"] if "stage" in history else history
+    search_key = next((k for k in (SEARCH_PREFIX + metric, metric) if k in interim), None)
+    last_search = interim[search_key].dropna() if search_key else pd.Series(dtype=float)
+    final = next((final_row[k] for k in (REPORT_PREFIX + metric, metric) if _number(final_row.get(k))), math.nan)
+    iteration = last.get("training_iteration", math.nan)
+    state = "done" if status == "done" else (
+        f"stopped at iteration {int(iteration)}" if status == "incomplete" and _number(iteration) else
+        f"{status} at iteration {int(iteration)}" if _number(iteration) else str(status))
+    if state.startswith("stopped") and _number(last.get("stage_iteration")):
+        state += f" ({last.get('stage')} {int(last['stage_iteration'])})"
+    return {"state": state, "iteration": iteration, "stage": last.get("stage"),
+            "stage_iteration": last.get("stage_iteration", math.nan),
+            "last_search": float(last_search.iloc[-1]) if len(last_search) else math.nan, "final": float(final)}
+
+
+def _param_columns(frame: pd.DataFrame) -> list[str]:
+    fixed = {"trial_id", "category", "seed", "status", "state", "iteration", "stage", "stage_iteration",
+             "last_search", "final"}
+    return [c for c in frame if c not in fixed]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _format_param(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:.1f}" if _number(value) else MISSING
