@@ -33,7 +33,7 @@ _VARIANT_STRATEGY = {name: fields["sampling_strategy"] for name, fields in VARIA
 TRIAL_COLUMNS: tuple[str, ...] = (
     "experiment", "trial_id", "status", "tune_status", "study", "variant", "category", "seed", "dataset",
     "preset", "overrides", "lambda_s", "codebook_size", "sampling_strategy", "sampling_params", "sampling",
-    "params", *METRICS, "eval_center_crop", "timestamp", "path",
+    "params", *METRICS, "eval_center_crop", "has_masks", "timestamp", "path",
 )
 
 
@@ -106,7 +106,7 @@ def load_experiment(results_dir: str | Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
     frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
     frame["codebook_size"] = pd.to_numeric(frame["codebook_size"], errors="coerce").astype("Int64")
-    for column in (*METRICS, "eval_center_crop", "lambda_s", "timestamp"):
+    for column in (*METRICS, "eval_center_crop", "has_masks", "lambda_s", "timestamp"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     frame = frame.sort_values(["experiment", "study", "variant", "category", "seed", "trial_id"],
                               key=lambda c: c.astype(str) if c.dtype == object else c).reset_index(drop=True)
@@ -150,7 +150,8 @@ def _trial_row(experiment: str, trial: Any, config: dict[str, Any], history: pd.
     }
     for metric in METRICS:
         row[metric] = done.get(metric, math.nan) if done is not None else math.nan
-    row["eval_center_crop"] = done.get("eval_center_crop", math.nan) if done is not None else math.nan
+    for column in ("eval_center_crop", "has_masks"):
+        row[column] = done.get(column, math.nan) if done is not None else math.nan
     return row
 
 

@@ -56,8 +56,7 @@ def summary_display(table: StudyTable) -> pd.DataFrame:
         rows: list[list[str]] = []
         for m in spec.metrics:
             name = METRIC_NAMES[m]
-            rows.append([f"{name}, ours"] + [format_value(r[m], r[f"{m}_std"], r[f"{m}_n_seeds"],
-                                                          r["n_seeds_expected"]) for _, r in s.iterrows()])
+            rows.append([f"{name}, ours"] + [_cell(r, m) for _, r in s.iterrows()])
             if f"{m}_ci_low" in s:
                 rows.append([f"{name}, 95% CI"] + [format_interval(r[f"{m}_ci_low"], r[f"{m}_ci_high"])
                                                    for _, r in s.iterrows()])
@@ -70,8 +69,7 @@ def summary_display(table: StudyTable) -> pd.DataFrame:
     out = pd.DataFrame({CONDITION_NAMES.get(c, c): [format_condition(c, v) for v in s[c]] for c in table.conditions})
     for m in spec.metrics:
         name = METRIC_NAMES[m]
-        out[name] = [format_value(r[m], r[f"{m}_std"], r[f"{m}_n_seeds"], r["n_seeds_expected"])
-                     for _, r in s.iterrows()]
+        out[name] = [_cell(r, m) for _, r in s.iterrows()]
         if f"{m}_ci_low" in s:
             out[f"{name} 95% CI"] = [format_interval(r[f"{m}_ci_low"], r[f"{m}_ci_high"]) for _, r in s.iterrows()]
             out[f"{name} vs {table.baseline}"] = _comparisons(s, m)
@@ -166,6 +164,16 @@ def write_study(table: StudyTable, folder: Path) -> dict[str, dict[str, Path]]:
 
 def table_title(table: StudyTable) -> str:
     return f"{table.spec.title} ({table.dataset}, preset {table.preset})"
+
+
+NO_MASKS = "n/a (no masks)"
+
+
+def _cell(row: pd.Series, metric: str) -> str:
+    """A summary cell: the value, or "n/a (no masks)" for a pixel metric of data without pixel masks."""
+    if row.get(f"{metric}_no_masks", False) and _nan(row[metric]):
+        return NO_MASKS
+    return format_value(row[metric], row[f"{metric}_std"], row[f"{metric}_n_seeds"], row["n_seeds_expected"])
 
 
 def _comparisons(summary: pd.DataFrame, metric: str) -> list[str]:

@@ -120,7 +120,8 @@ def study_table(group: pd.DataFrame, spec: StudySpec, dataset: str, preset: str)
             paper = (paper_value(spec.paper_table, metric, variant, lambda_s)
                      if spec.paper_table is not None else math.nan)
             row.update({metric: mean, f"{metric}_std": std, f"{metric}_n_seeds": n,
-                        f"{metric}_paper": paper, f"{metric}_delta": mean - paper})
+                        f"{metric}_paper": paper, f"{metric}_delta": mean - paper,
+                        f"{metric}_no_masks": _without_masks(sub, metric)})
         row.update(n_seeds_expected=len(seeds), n_trials_done=len(sub), n_trials_expected=n_expected)
         summary_rows.append(row)
         for category in categories:
@@ -233,6 +234,14 @@ def _seed_aggregate(done: pd.DataFrame, metric: str, categories: tuple[str, ...]
     if n == 0:
         return math.nan, math.nan, 0
     return float(per_seed.mean()), float(per_seed.std(ddof=1)) if n > 1 else math.nan, n
+
+
+def _without_masks(done: pd.DataFrame, metric: str) -> bool:
+    """True when a pixel metric is undefined because every finished trial's data had no pixel masks."""
+    if not metric.startswith("pixel") and metric != "aupro":
+        return False
+    flags = done["has_masks"].dropna() if "has_masks" in done else pd.Series(dtype=float)
+    return bool(len(flags)) and bool((flags == 0).all())
 
 
 def _missing(unique: pd.DataFrame, expected: int) -> MissingCount:

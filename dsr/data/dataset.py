@@ -47,8 +47,11 @@ class DataTensors(NamedTuple):
 class AnomalyDataset(Dataset):
     """Items are dicts: image (3,S,S) float in [0,1], mask (1,S,S) float in {0,1}, label int, path str.
 
+    Anomalous images may come without masks, all of them or none (`has_masks`); their mask item is all zero and
+    must not be scored (evaluation reports pixel metrics as not defined).
+
     channel_order "bgr" reproduces the reference's OpenCV loading; antialias=False its plain bilinear resize.
-    Raises ValueError on an empty sample list, a bad label, an anomalous sample without a mask, and (when an item
+    Raises ValueError on an empty sample list, a bad label, masks for some anomalous samples only, and (when an item
     is read or `validate()` runs) on a corrupt file or a mask whose size differs from its image.
     """
 
@@ -70,8 +73,12 @@ class AnomalyDataset(Dataset):
         for sample in self.samples:
             if sample.label not in (0, 1):
                 raise ValueError(f"{sample.image_path}: label must be 0 or 1, got {sample.label!r}")
-            if sample.label == 1 and sample.mask_path is None:
-                raise ValueError(f"anomalous image {sample.image_path} has no mask")
+        anomalous = [s for s in self.samples if s.label == 1]
+        unmasked = [s for s in anomalous if s.mask_path is None]
+        if unmasked and len(unmasked) < len(anomalous):
+            masked = next(s for s in anomalous if s.mask_path is not None)
+            raise ValueError(f"anomalous image {unmasked[0].image_path} has no mask but {masked.image_path} has "
+                             f"one: masks are all-or-none (none: image-level metrics only)")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -80,6 +87,11 @@ class AnomalyDataset(Dataset):
     def labels(self) -> torch.Tensor:
         """(N,) long labels, without decoding any image."""
         return torch.tensor([s.label for s in self.samples], dtype=torch.long)
+
+    @property
+    def has_masks(self) -> bool:
+        """False when the anomalous images come without pixel masks (pixel metrics are then not defined)."""
+        return all(s.mask_path is not None for s in self.samples if s.label == 1)
 
     @property
     def categories(self) -> tuple[str, ...]:

@@ -3,7 +3,7 @@
 MVTec AD:  <root>/<category>/train/good/*.png
            <root>/<category>/test/good/*.png            (normal test images)
            <root>/<category>/test/<defect>/*.png        (anomalous, label 1)
-           <root>/<category>/ground_truth/<defect>/<stem>_mask.png
+           <root>/<category>/ground_truth/<defect>/<stem>_mask.png   (optional: all anomalous images or none)
 Folder:    the same without <category>: <root>/train/good/*, optional <root>/test/good/*, <root>/test/<defect>/*
            with masks at <root>/ground_truth/<defect>/<stem>_mask.png; its one category is named after <root>.
 Any image extension in IMAGE_EXTENSIONS is accepted; hidden files and other extensions are ignored.
@@ -82,13 +82,27 @@ def _test_samples(base: Path, category: str) -> list[Sample]:
         masks_dir = base / "ground_truth" / folder.name
         for image in files:
             mask = masks_dir / f"{image.stem}{MASK_SUFFIX}.png"
-            if not mask.is_file():
-                raise FileNotFoundError(f"anomalous test image {image} has no mask: expected {mask}")
-            samples.append(Sample(image, 1, mask, category, folder.name))
+            samples.append(Sample(image, 1, mask if mask.is_file() else None, category, folder.name))
+    check_masks_all_or_none(samples, lambda image: base / "ground_truth" / image.parent.name /
+                            f"{image.stem}{MASK_SUFFIX}.png")
     _check_masks_have_images(base, defect_folders)
     if not samples:
         raise ValueError(f"zero test images in the sub-folders of {test}")
     return samples
+
+
+def check_masks_all_or_none(samples: list[Sample], expected_mask) -> None:
+    """Pixel masks are optional, but all-or-none: with masks for some anomalous images and not for others the
+    pixel metrics would silently cover part of the test set, so that is an error naming one of each."""
+    anomalous = [s for s in samples if s.label == 1]
+    with_mask = [s for s in anomalous if s.mask_path is not None]
+    without = [s for s in anomalous if s.mask_path is None]
+    if with_mask and without:
+        missing = without[0].image_path
+        raise FileNotFoundError(
+            f"anomalous test image {missing} has no mask (expected {expected_mask(missing)}) but "
+            f"{with_mask[0].image_path} has one ({with_mask[0].mask_path}): give every anomalous image a mask, "
+            f"or none (image-level metrics only)")
 
 
 def _check_masks_have_images(base: Path, defect_folders: list[str]) -> None:

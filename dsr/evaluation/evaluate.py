@@ -15,6 +15,7 @@ from dsr.data.dataset import DataTensors
 from dsr.evaluation.metrics import aupro, center_crop as crop, image_metrics, pixel_metrics
 
 METRIC_NAMES = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
+PIXEL_METRIC_NAMES = ("pixel_auroc", "pixel_ap", "aupro")
 
 
 def _batches(dataset: Dataset | DataTensors, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor,
@@ -69,11 +70,26 @@ def evaluate_model(
 
     dataset: an AnomalyDataset (or any Dataset with image/mask/label dict items) or DataTensors. center_crop=224
     reproduces the reference's crop of maps and masks before the pixel metrics (image scores are not affected).
-    Undefined metrics are NaN (with a warning).
+    Undefined metrics are NaN (with a warning); a dataset without masks (`has_masks` False) has NaN pixel metrics
+    by design (no warning): its anomalies are known per image only.
     """
     scores, maps, labels, masks = predict_all(model, dataset, batch_size, device)
+    return metrics_from_predictions(scores, maps, labels, masks, has_masks(dataset), center_crop)
+
+
+def has_masks(dataset: Dataset | DataTensors) -> bool:
+    """Whether the dataset's anomalous images have pixel masks (in-memory tensors are taken to have them)."""
+    return bool(getattr(dataset, "has_masks", True))
+
+
+def metrics_from_predictions(scores: np.ndarray, maps: np.ndarray, labels: np.ndarray, masks: np.ndarray,
+                             with_masks: bool = True, center_crop: int | None = None) -> dict[str, float]:
+    """Every metric from predictions; without masks the pixel metrics are NaN (not defined, no warning)."""
+    metrics = image_metrics(scores, labels)
+    if not with_masks:
+        return {**metrics, **{name: math.nan for name in PIXEL_METRIC_NAMES}}
     maps, masks = crop(maps, center_crop), crop(masks, center_crop)
-    return {**image_metrics(scores, labels), **pixel_metrics(maps, masks), "aupro": aupro(maps, masks)}
+    return {**metrics, **pixel_metrics(maps, masks), "aupro": aupro(maps, masks)}
 
 
 def mean_over_categories(per_category: dict[str, dict[str, float]]) -> dict[str, float]:

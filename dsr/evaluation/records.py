@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from dsr.evaluation.evaluate import predict_all
-from dsr.evaluation.metrics import aupro, center_crop as crop, image_metrics, pixel_metrics
+from dsr.evaluation.evaluate import has_masks, metrics_from_predictions, predict_all
+from dsr.evaluation.metrics import center_crop as crop
 
 THUMBNAIL_SIZE = 64  # side of the stored image, mask and map thumbnails
 PIXEL_SAMPLES = 512  # pixels kept per image for the pixel-AP bootstrap
@@ -53,13 +53,9 @@ def evaluate_with_records(model: torch.nn.Module, dataset, batch_size: int = 8, 
     """
     scores, maps, labels, masks = predict_all(model, dataset, batch_size, device)
     images = _thumbnail_images(dataset)
-    has_masks = bool(getattr(dataset, "has_masks", True))
+    with_masks = has_masks(dataset)
+    metrics = metrics_from_predictions(scores, maps, labels, masks, with_masks, center_crop)
     cropped_maps, cropped_masks = crop(maps, center_crop), crop(masks, center_crop)
-    metrics = {**image_metrics(scores, labels)}
-    if has_masks:
-        metrics.update({**pixel_metrics(cropped_maps, cropped_masks), "aupro": aupro(cropped_maps, cropped_masks)})
-    else:
-        metrics.update({"pixel_auroc": float("nan"), "pixel_ap": float("nan"), "aupro": float("nan")})
     pixel_scores, pixel_labels = sample_pixels(cropped_maps, cropped_masks, pixel_samples, seed)
     samples = dataset.samples
     records = EvaluationRecords(
@@ -69,7 +65,7 @@ def evaluate_with_records(model: torch.nn.Module, dataset, batch_size: int = 8, 
         image_scores=scores.astype(np.float32),
         pixel_scores=pixel_scores.astype(np.float16),
         pixel_labels=pixel_labels,
-        has_masks=has_masks,
+        has_masks=with_masks,
         center_crop=int(center_crop or 0),
         images=images,
         masks=_thumbnail(masks.astype(np.float32)),

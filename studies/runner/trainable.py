@@ -188,8 +188,8 @@ def dsr_trial(trial: dict[str, Any], settings: RunSettings) -> None:
     test = trial_test_set(trial, config)
     metrics, records = evaluate_with_records(model, test, batch_size=settings.eval_batch_size, device=device,
                                              center_crop=config.eval_center_crop, seed=config.seed)
-    report({"stage": "done", **metrics, "eval_center_crop": config.eval_center_crop or 0}, model=model,
-           records=records)
+    report({"stage": "done", **metrics, "eval_center_crop": config.eval_center_crop or 0,
+            "has_masks": float(records.has_masks)}, model=model, records=records)
 
 
 def trial_test_set(trial: dict[str, Any], config):

@@ -144,17 +144,28 @@ def test_mask_without_image(mvtec_root: Path) -> None:
         mvtec(mvtec_root, "bottle", "test")
 
 
-def test_anomalous_image_without_mask(mvtec_root: Path) -> None:
+def test_masks_for_some_anomalous_images_only_name_one_of_each(mvtec_root: Path) -> None:
     mask = mvtec_root / "carpet" / "ground_truth" / "hole" / "001_mask.png"
     mask.unlink()
-    with pytest.raises(FileNotFoundError, match=r"anomalous test image .*001\.png has no mask.*001_mask\.png"):
+    with pytest.raises(FileNotFoundError, match=r"anomalous test image .*hole.001\.png has no mask.*001_mask\.png"
+                                                r".* but .*has one"):
         mvtec(mvtec_root, "carpet", "test")
 
 
-def test_anomalous_sample_without_mask_rejected_by_dataset(tmp_path: Path) -> None:
-    image = write_png(tmp_path / "a.png")
-    with pytest.raises(ValueError, match="has no mask"):
-        AnomalyDataset([Sample(image, 1, None, "c", "cut")])
+def test_a_category_without_masks_is_an_image_level_dataset(mvtec_root: Path) -> None:
+    shutil.rmtree(mvtec_root / "carpet" / "ground_truth")
+    test = mvtec(mvtec_root, "carpet", "test", image_size=8)
+    assert not test.has_masks and int(test.labels.sum()) == 3
+    assert all(s.mask_path is None for s in test.samples)
+    assert mvtec(mvtec_root, "bottle", "test", image_size=8).has_masks
+
+
+def test_dataset_masks_are_all_or_none(tmp_path: Path) -> None:
+    image, other = write_png(tmp_path / "a.png"), write_png(tmp_path / "b.png")
+    mask = write_mask(tmp_path / "b_mask.png")
+    assert not AnomalyDataset([Sample(image, 1, None, "c", "cut")]).has_masks
+    with pytest.raises(ValueError, match=r"a\.png has no mask but .*b\.png has one"):
+        AnomalyDataset([Sample(image, 1, None, "c", "cut"), Sample(other, 1, mask, "c", "cut")])
     with pytest.raises(ValueError, match="zero images"):
         AnomalyDataset([])
 

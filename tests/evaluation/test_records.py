@@ -72,3 +72,16 @@ def test_a_file_that_is_not_records_is_named(tmp_path: Path) -> None:
     np.savez(path, x=np.arange(3))
     with pytest.raises(ValueError, match="other.npz"):
         load_records(path)
+
+
+def test_without_masks_pixel_metrics_are_not_defined_and_image_metrics_are(dataset, recwarn) -> None:
+    unmasked = AnomalyDataset([Sample(s.image_path, s.label, None, s.category, s.defect_type)
+                               for s in dataset.samples], image_size=64)
+    torch.manual_seed(0)
+    model = DSR(preset("tiny")).eval()
+    masked_metrics = evaluate_model(model, dataset)
+    metrics, records = evaluate_with_records(model, unmasked)
+    assert metrics["image_auroc"] == pytest.approx(masked_metrics["image_auroc"])
+    assert all(np.isnan(metrics[name]) for name in ("pixel_auroc", "pixel_ap", "aupro"))
+    assert not records.has_masks
+    assert not [w for w in recwarn if "pixel" in str(w.message).lower()]  # by design, not a warning
