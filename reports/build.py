@@ -54,6 +54,9 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         if gallery is not None:
             figure_paths["gallery"] = gallery
         sections.append(_section(table, files, figure_paths, out))
+        search_section, search_notes = _search_section(trials, table, out)
+        sections += [search_section] if search_section else []
+        notes += search_notes
 
     expected = sum(t.missing.expected for t in tables)
     done = sum(t.missing.done for t in tables)
@@ -194,3 +197,20 @@ def _section(table: StudyTable, files: dict[str, dict[str, Path]], figs: dict[st
     for suffix, path in figs.items():
         lines += [f"![{table.name} {suffix}]({link(path)}) ([PDF]({link(path.with_suffix('.pdf'))}))", ""]
     return "\n".join(lines)
+
+
+def _search_section(trials, table: StudyTable, out: Path) -> tuple[str, list[str]]:
+    """The search section (every trial's parameters, stopped trials, importances) of a searched study, else ""."""
+    from reports import search
+
+    group = trials[(trials["study"] == table.spec.study) & (trials["dataset"] == table.dataset)
+                   & (trials["preset"] == table.preset)]
+    if not search.is_searched(group):
+        return "", []
+    try:
+        return search.write_search(search.search_report(group), table.name, table_title(table), out / "tables",
+                                   out / "figures",
+                                   lambda path: os.path.relpath(path, out).replace(os.sep, "/")), []
+    except Exception as error:  # the search section must not cost the tables; say what failed
+        log.warning("search section of %s failed: %s", table.name, error)
+        return "", [f"search section of {table.name} could not be written ({type(error).__name__}: {error})."]

@@ -26,6 +26,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from reports.load import STATE_GLOB
 from reports.spec import METRIC_NAMES, MISSING
 
 SEARCH_PREFIX, REPORT_PREFIX = "search_", "report_"
@@ -49,15 +50,23 @@ class SearchReport:
 
 
 def is_searched(trials: pd.DataFrame) -> bool:
-    """A study ran with a searcher or scheduler: Tune saved a searcher state, or a trial carries search_ metrics
-    or was stopped early (TERMINATED without a final result)."""
-    if trials.empty:
-        return False
-    folders = {Path(p).parent for p in trials["path"].dropna()}
-    if any(any(folder.glob(SEARCHER_STATE_GLOB)) for folder in folders):
-        return True
-    stopped = (trials["status"] == "incomplete") & (trials["tune_status"] == "TERMINATED")
-    return bool(stopped.any())
+    """A study ran with a searcher or scheduler: Tune saved a searcher state or an optimisation metric (the
+    harness sets TuneConfig.metric only for searched studies), or a trial reported search_ metrics."""
+    folders = {Path(p).parent for p in trials["path"].dropna()} if "path" in trials else set()
+    for folder in folders:
+        if any(folder.glob(SEARCHER_STATE_GLOB)) or any(_tuned_metric(f) for f in folder.glob(STATE_GLOB)):
+            return True
+    return any(any(str(k).startswith(SEARCH_PREFIX) for k in read_history(p).columns)
+               for p in trials.get("path", pd.Series(dtype=object)).dropna())
+
+
+def _tuned_metric(state_file: Path) -> str | None:
+    """The metric Tune optimised in an experiment (experiment_state's runner data), None for a grid."""
+    try:
+        runner = json.loads(state_file.read_text(encoding="utf-8")).get("runner_data") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    return runner.get("_metric") if isinstance(runner, dict) else None
 
 
 def search_report(trials: pd.DataFrame, metric: str = "image_auroc") -> SearchReport:

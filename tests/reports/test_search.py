@@ -145,3 +145,23 @@ def test_flatten_and_searched_params() -> None:
     params = pd.DataFrame([{"sampling_strategy": "uniform", "fixed": 1},
                            {"sampling_strategy": "distance_band", "fixed": 1, "sampling_params/low": 0.2}])
     assert searched_params(params) == ("sampling_strategy", "sampling_params/low")
+
+
+def test_the_report_of_a_searched_study_has_its_search_section(searched, tmp_path) -> None:
+    from reports import build_report
+
+    report = build_report(searched, tmp_path / "report").read_text(encoding="utf-8")
+    assert "### Sampling strategy (mvtec, preset tiny): search" in report
+    assert "stopped early by the scheduler" in report
+    image = tmp_path / "report" / "figures" / "sampling-mvtec-tiny-search-params.png"
+    assert image.is_file() and "figures/sampling-mvtec-tiny-search-params.png" in report
+    trials = read_markdown_table(tmp_path / "report" / "tables" / "sampling-mvtec-tiny-search-trials.md")
+    assert sum(row["state"].startswith("stopped at iteration") for row in trials) >= 2
+
+
+def test_grid_studies_are_not_searched(experiments) -> None:
+    from reports.load import load_experiment
+
+    for name in ("full", "partial"):  # the partial one has a trial that ended without a final result
+        trials = load_experiment(experiments[name].path)
+        assert not any(is_searched(group) for _, group in trials.groupby("study"))
