@@ -138,7 +138,7 @@ def study_table(group: pd.DataFrame, spec: StudySpec, dataset: str, preset: str)
     metric_columns = [f"{m}{suffix}" for m in spec.metrics for suffix in ("", "_std", "_n_seeds")]
     summary = pd.DataFrame(summary_rows, columns=[
         *conditions, "label", *[f"{m}{suffix}" for m in spec.metrics
-                                for suffix in ("", "_std", "_n_seeds", "_paper", "_delta")],
+                                for suffix in ("", "_std", "_n_seeds", "_paper", "_delta", "_no_masks")],
         "n_seeds_expected", "n_trials_done", "n_trials_expected"])
     per_category = pd.DataFrame(category_rows, columns=[*conditions, "label", "category", *metric_columns,
                                                         "n_seeds_expected"])
