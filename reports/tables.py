@@ -108,40 +108,32 @@ def study_table(group: pd.DataFrame, spec: StudySpec, dataset: str, preset: str)
     done = unique[unique["status"] == "done"]
     n_expected = len(categories) * len(seeds)
 
-    summary_rows, category_rows = [], []
-    for values in condition_rows.itertuples(index=False):
-        key = dict(zip(conditions, values))
-        sub, trials_in_cond = _select(done, key), _select(unique, key)
-        row: dict[str, Any] = {**key, "label": condition_label(key)}
-        variant = key.get("variant", _unique(trials_in_cond["variant"]))
-        lambda_s = key.get("lambda_s", _unique(trials_in_cond["lambda_s"]))
-        for metric in spec.metrics:
-            mean, std, n = _seed_aggregate(sub, metric, categories)
-            paper = (paper_value(spec.paper_table, metric, variant, lambda_s)
-                     if spec.paper_table is not None else math.nan)
-            row.update({metric: mean, f"{metric}_std": std, f"{metric}_n_seeds": n,
-                        f"{metric}_paper": paper, f"{metric}_delta": mean - paper,
-                        f"{metric}_no_masks": _without_masks(sub, metric)})
-        row.update(n_seeds_expected=len(seeds), n_trials_done=len(sub), n_trials_expected=n_expected)
-        summary_rows.append(row)
-        for category in categories:
-            values_c = sub[sub["category"] == category]
-            crow: dict[str, Any] = {**key, "label": row["label"], "category": category}
-            for metric in spec.metrics:
-                v = values_c[metric].dropna() * 100.0
-                crow.update({metric: v.mean() if len(v) else math.nan,
-                             f"{metric}_std": v.std(ddof=1) if len(v) > 1 else math.nan,
-                             f"{metric}_n_seeds": len(v)})
-            crow["n_seeds_expected"] = len(seeds)
-            category_rows.append(crow)
-
+    index = _condition_index(condition_rows, conditions)
+    per_category = _per_category(done, conditions, categories, spec.metrics, index)
+    summary = condition_rows.copy()
+    summary["label"] = [condition_label(dict(zip(conditions, values)))
+                        for values in condition_rows.itertuples(index=False)]
+    variants = _per_condition(unique, conditions, "variant", index)
+    lambdas = _per_condition(unique, conditions, "lambda_s", index)
+    for metric in spec.metrics:
+        aggregate = _seed_aggregate(done, conditions, metric, categories).reindex(index)
+        summary[metric] = aggregate["mean"].to_numpy(float)
+        summary[f"{metric}_std"] = aggregate["std"].to_numpy(float)
+        summary[f"{metric}_n_seeds"] = aggregate["count"].fillna(0).astype(int).to_numpy()
+        paper = [paper_value(spec.paper_table, metric, key.get("variant", variant), key.get("lambda_s", lam))
+                 if spec.paper_table is not None else math.nan
+                 for key, variant, lam in zip(summary[list(conditions)].to_dict("records"), variants, lambdas)]
+        summary[f"{metric}_paper"] = paper
+        summary[f"{metric}_delta"] = summary[metric] - summary[f"{metric}_paper"]
+        summary[f"{metric}_no_masks"] = _without_masks(done, conditions, metric, index)
+    summary["n_seeds_expected"] = len(seeds)
+    summary["n_trials_done"] = (done.groupby(list(conditions)).size().reindex(index).fillna(0).astype(int)
+                                .to_numpy() if len(done) else 0)
+    summary["n_trials_expected"] = n_expected
+    per_category = per_category.merge(summary[[*conditions, "label"]], on=list(conditions), how="left")
     metric_columns = [f"{m}{suffix}" for m in spec.metrics for suffix in ("", "_std", "_n_seeds")]
-    summary = pd.DataFrame(summary_rows, columns=[
-        *conditions, "label", *[f"{m}{suffix}" for m in spec.metrics
-                                for suffix in ("", "_std", "_n_seeds", "_paper", "_delta", "_no_masks")],
-        "n_seeds_expected", "n_trials_done", "n_trials_expected"])
-    per_category = pd.DataFrame(category_rows, columns=[*conditions, "label", "category", *metric_columns,
-                                                        "n_seeds_expected"])
+    per_category = per_category.assign(n_seeds_expected=len(seeds)).reindex(
+        columns=[*conditions, "label", "category", *metric_columns, "n_seeds_expected"])
     missing = _missing(unique, len(condition_rows) * n_expected)
     baseline = add_intervals(summary, done, conditions, categories, spec.metrics)
     curve = None
@@ -222,26 +214,55 @@ def _select(frame: pd.DataFrame, key: dict[str, Any]) -> pd.DataFrame:
     return frame[mask]
 
 
-def _seed_aggregate(done: pd.DataFrame, metric: str, categories: tuple[str, ...]) -> tuple[float, float, int]:
-    """Mean and sample std over complete seeds of the per-seed category mean (percent), and how many seeds."""
+def _condition_index(condition_rows: pd.DataFrame, conditions: tuple[str, ...]) -> pd.Index:
+    """The ordered conditions as the index a groupby over `conditions` produces (MultiIndex for several)."""
+    if len(conditions) == 1:
+        return pd.Index(condition_rows[conditions[0]], name=conditions[0])
+    return pd.MultiIndex.from_frame(condition_rows[list(conditions)])
+
+
+def _seed_aggregate(done: pd.DataFrame, conditions: tuple[str, ...], metric: str,
+                    categories: tuple[str, ...]) -> pd.DataFrame:
+    """Per condition: mean, sample std (ddof=1) and count over complete seeds of the per-seed category mean
+    (percent). A seed with a category missing is left out."""
     values = done.dropna(subset=[metric])
     if values.empty:
-        return math.nan, math.nan, 0
-    table = values.pivot(index="seed", columns="category", values=metric).reindex(columns=list(categories))
-    complete = table.dropna(axis=0, how="any")
+        return pd.DataFrame(columns=["mean", "std", "count"], dtype=float)
+    wide = values.pivot_table(index=[*conditions, "seed"], columns="category", values=metric, aggfunc="mean")
+    complete = wide.reindex(columns=list(categories)).dropna(axis=0, how="any")
     per_seed = complete.mean(axis=1) * 100.0
-    n = len(per_seed)
-    if n == 0:
-        return math.nan, math.nan, 0
-    return float(per_seed.mean()), float(per_seed.std(ddof=1)) if n > 1 else math.nan, n
+    return per_seed.groupby(level=list(conditions)).agg(["mean", "std", "count"])
 
 
-def _without_masks(done: pd.DataFrame, metric: str) -> bool:
-    """True when a pixel metric is undefined because every finished trial's data had no pixel masks."""
-    if not metric.startswith("pixel") and metric != "aupro":
-        return False
-    flags = done["has_masks"].dropna() if "has_masks" in done else pd.Series(dtype=float)
-    return bool(len(flags)) and bool((flags == 0).all())
+def _per_category(done: pd.DataFrame, conditions: tuple[str, ...], categories: tuple[str, ...],
+                  metrics: tuple[str, ...], index: pd.Index) -> pd.DataFrame:
+    """One row per (condition, category): mean, sample std and count over seeds of each metric (percent)."""
+    full = pd.MultiIndex.from_tuples([(*(key if isinstance(key, tuple) else (key,)), category)
+                                      for key in index for category in categories],
+                                     names=[*conditions, "category"])
+    scaled = done.assign(**{m: done[m] * 100.0 for m in metrics})
+    spec = {f"{m}{suffix}": (m, how) for m in metrics for suffix, how in (("", "mean"), ("_std", "std"),
+                                                                         ("_n_seeds", "count"))}
+    grouped = (scaled.groupby([*conditions, "category"]).agg(**spec) if len(scaled)
+               else pd.DataFrame(columns=list(spec), dtype=float))
+    out = grouped.reindex(full)
+    for m in metrics:
+        out[f"{m}_n_seeds"] = out[f"{m}_n_seeds"].fillna(0).astype(int)
+    return out.reset_index()
+
+
+def _per_condition(frame: pd.DataFrame, conditions: tuple[str, ...], column: str, index: pd.Index) -> list[Any]:
+    """The single value of `column` among a condition's trials (e.g. its variant), else None."""
+    values = frame.groupby(list(conditions))[column].agg(_unique)
+    return [None if pd.isna(v) else v for v in values.reindex(index)]
+
+
+def _without_masks(done: pd.DataFrame, conditions: tuple[str, ...], metric: str, index: pd.Index) -> list[bool]:
+    """Per condition: True when a pixel metric is undefined because every finished trial's data had no masks."""
+    if (not metric.startswith("pixel") and metric != "aupro") or "has_masks" not in done or done.empty:
+        return [False] * len(index)
+    flags = done.dropna(subset=["has_masks"]).groupby(list(conditions))["has_masks"].agg(lambda f: bool((f == 0).all()))
+    return [bool(v) if not pd.isna(v) else False for v in flags.reindex(index)]
 
 
 def _missing(unique: pd.DataFrame, expected: int) -> MissingCount:
