@@ -126,6 +126,8 @@ def study_table(group: pd.DataFrame, spec: StudySpec, dataset: str, preset: str)
         summary[f"{metric}_paper"] = paper
         summary[f"{metric}_delta"] = summary[metric] - summary[f"{metric}_paper"]
         summary[f"{metric}_no_masks"] = _without_masks(done, conditions, metric, index)
+    if "lambda_s" not in conditions:  # the λs each condition ran with (the baseline is the paper's 0.05)
+        summary["lambda_s"] = lambdas
     summary["n_seeds_expected"] = len(seeds)
     summary["n_trials_done"] = (done.groupby(list(conditions)).size().reindex(index).fillna(0).astype(int)
                                 .to_numpy() if len(done) else 0)
@@ -145,15 +147,17 @@ def study_table(group: pd.DataFrame, spec: StudySpec, dataset: str, preset: str)
 
 
 def baseline_label(summary: pd.DataFrame) -> str:
-    """The condition others are compared with: the paper's DSR (variant DSR, lambda_s 0.05) where present."""
+    """The condition others are compared with: the paper's DSR (variant DSR, the paper's sampling strategy,
+    lambda_s 0.05) as far as present, each preference applied only if some condition meets it; else the first."""
     if summary.empty:
         return ""
-    preferred = pd.Series(True, index=summary.index)
-    if "variant" in summary:
-        preferred &= summary["variant"] == "DSR"
-    if "lambda_s" in summary:
-        preferred &= summary["lambda_s"].astype(float).round(6) == 0.05
-    rows = summary[preferred] if preferred.any() else summary
+    rows = summary
+    preferences = [("variant", lambda c: c == "DSR"),
+                   ("sampling", lambda c: c.astype(str) == DEFAULT_SAMPLING_STRATEGY),
+                   ("lambda_s", lambda c: pd.to_numeric(c, errors="coerce").round(6) == 0.05)]
+    for column, prefer in preferences:
+        if column in rows and prefer(rows[column]).any():
+            rows = rows[prefer(rows[column])]
     return str(rows["label"].iloc[0])
 
 

@@ -165,3 +165,14 @@ def test_grid_studies_are_not_searched(experiments) -> None:
     for name in ("full", "partial"):  # the partial one has a trial that ended without a final result
         trials = load_experiment(experiments[name].path)
         assert not any(is_searched(group) for _, group in trials.groupby("study"))
+
+
+def test_the_sampling_baseline_is_the_papers_strategy_at_its_lambda() -> None:
+    from reports.tables import baseline_label
+
+    summary = pd.DataFrame({"sampling": ["distance_band(high=0.6, low=0.2)", "similarity_bound", "similarity_bound",
+                                         "uniform"],
+                            "lambda_s": [0.05, 0.2, 0.05, 0.05], "label": ["band", "sb 0.2", "sb 0.05", "uniform"]})
+    assert baseline_label(summary) == "sb 0.05"
+    assert baseline_label(summary[summary["label"] != "sb 0.05"]) == "sb 0.2"  # the strategy, at another λs
+    assert baseline_label(summary[summary["sampling"] != "similarity_bound"]) == "band"  # else the first
