@@ -87,6 +87,7 @@ def plot_grouped_bars(summary: pd.DataFrame, metrics: list[str], label: str = "l
     width = 0.8 / max(k, 1)
     centres = np.arange(n, dtype=float)
     paper_labelled = False
+    labelled: set[str] = set()  # error-bar kinds already in the legend
     for j, metric in enumerate(metrics):
         xs = centres - 0.4 + width * (j + 0.5)
         values = summary[metric].to_numpy(float)
@@ -97,10 +98,14 @@ def plot_grouped_bars(summary: pd.DataFrame, metrics: list[str], label: str = "l
         low, high = _interval(summary, metric)
         with_ci = has & np.isfinite(low) & np.isfinite(high)
         ax.errorbar(xs[with_ci], values[with_ci], yerr=np.vstack([values - low, high - values])[:, with_ci],
-                    fmt="none", ecolor="0.2", capsize=3, elinewidth=1)
+                    fmt="none", ecolor="0.2", capsize=3, elinewidth=1,
+                    label="95% CI" if with_ci.any() and "95% CI" not in labelled else None)
         spread = has & ~with_ci & np.isfinite(errors)
-        ax.errorbar(xs[spread], values[spread], yerr=errors[spread], fmt="none", ecolor="0.5", capsize=3,
-                    elinewidth=1)
+        ax.errorbar(xs[spread], values[spread], yerr=errors[spread], fmt="none", ecolor="0.6", capsize=3,
+                    elinewidth=1, linestyle="--",
+                    label="± std (no records)" if spread.any() and "std" not in labelled else None)
+        labelled |= {"95% CI"} if with_ci.any() else set()
+        labelled |= {"std"} if spread.any() else set()
         for xv, v in zip(xs, values):
             if not np.isfinite(v):
                 ax.annotate(MISSING_TEXT, (xv, 0.02), xycoords=("data", "axes fraction"), ha="center",
@@ -116,8 +121,9 @@ def plot_grouped_bars(summary: pd.DataFrame, metrics: list[str], label: str = "l
     ax.set_xticks(centres, summary[label].astype(str), rotation=30 if n > 4 else 0, ha="right" if n > 4 else "center")
     ax.set_xlim(-0.6, n - 0.4)
     ax.set_ylabel("%")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
+    if ax.get_legend_handles_labels()[0]:  # below the bars: the plot keeps its width for the labels
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22 if n > 4 else -0.14), ncol=3, fontsize=8,
+                  frameon=False)
     return ax
 
 
