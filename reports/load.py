@@ -20,6 +20,8 @@ from dsr.variants import VARIANTS as VARIANT_FIELDS
 from reports.spec import DEFAULT_SAMPLING_STRATEGY, METRICS
 
 STATE_GLOB = "experiment_state-*.json"  # Tune's experiment snapshot (TuneController.CKPT_FILE_TMPL)
+SEARCHER_STATE_GLOB = "searcher-state-*.pkl"  # written beside it when a searcher ran
+REPORT_PREFIX = "report_"  # final metrics on the report part of a split test set (searched studies)
 SEARCH_DEPTH = 3  # how deep below RESULTS_DIR to look for experiment folders
 
 # Status of a trial without a "done" report, from Tune's trial status.
@@ -90,8 +92,9 @@ def load_experiment(results_dir: str | Path) -> pd.DataFrame:
                          f"{_first_line(error)}); skipped")
             continue
         configs = analysis.get_all_configs()
+        tuned = is_tuned(folder)
         found = [_trial_row(name, trial, configs.get(trial.trial_id) or {},
-                            analysis.trial_dataframes.get(trial.trial_id)) for trial in analysis.trials]
+                            analysis.trial_dataframes.get(trial.trial_id), tuned) for trial in analysis.trials]
         ours = [row for row in found if row["study"] is not None]
         if not ours:
             notes.append(f"experiment {name} has no trial with a 'study' key in its config; skipped")
@@ -115,8 +118,28 @@ def load_experiment(results_dir: str | Path) -> pd.DataFrame:
     return frame
 
 
-def _trial_row(experiment: str, trial: Any, config: dict[str, Any], history: pd.DataFrame | None) -> dict[str, Any]:
-    """One trial -> one row: flattened effective config, status, final metrics."""
+def is_tuned(folder: Path) -> bool:
+    """The experiment ran with a searcher or scheduler: Tune saved a searcher state, or the metric it optimised
+    (the harness sets TuneConfig.metric only for searched studies; a grid has none)."""
+    if any(folder.glob(SEARCHER_STATE_GLOB)):
+        return True
+    for state in folder.glob(STATE_GLOB):
+        try:
+            runner = json.loads(state.read_text(encoding="utf-8")).get("runner_data") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(runner, dict) and runner.get("_metric"):
+            return True
+    return False
+
+
+def _trial_row(experiment: str, trial: Any, config: dict[str, Any], history: pd.DataFrame | None,
+               tuned: bool = False) -> dict[str, Any]:
+    """One trial -> one row: flattened effective config, status, final metrics.
+
+    A TERMINATED trial without a final result was stopped by the scheduler in a tuned experiment ("stopped"), and
+    ended early otherwise ("incomplete"). Final metrics prefer `report_<metric>` (the report part of a split test
+    set) over `<metric>`."""
     overrides = config.get("overrides") or {}
     if not isinstance(overrides, dict):
         overrides = {}
@@ -126,6 +149,8 @@ def _trial_row(experiment: str, trial: Any, config: dict[str, Any], history: pd.
     sampling_params = overrides.get("sampling_params") or {}
     done = _done_result(trial, history)
     status = "done" if done is not None else _STATUS.get(trial.status, str(trial.status).lower())
+    if tuned and status == "incomplete":
+        status = "stopped"
     last = done if done is not None else (trial.last_result or {})
     row: dict[str, Any] = {
         "experiment": experiment,
@@ -149,7 +174,7 @@ def _trial_row(experiment: str, trial: Any, config: dict[str, Any], history: pd.
         "path": trial.path,
     }
     for metric in METRICS:
-        row[metric] = done.get(metric, math.nan) if done is not None else math.nan
+        row[metric] = done.get(f"{REPORT_PREFIX}{metric}", done.get(metric, math.nan)) if done is not None else math.nan
     for column in ("eval_center_crop", "has_masks"):
         row[column] = done.get(column, math.nan) if done is not None else math.nan
     return row

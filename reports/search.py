@@ -26,11 +26,10 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from reports.load import STATE_GLOB
+from reports.load import REPORT_PREFIX, is_tuned
 from reports.spec import METRIC_NAMES, MISSING
 
-SEARCH_PREFIX, REPORT_PREFIX = "search_", "report_"
-SEARCHER_STATE_GLOB = "searcher-state-*.pkl"  # written by Tune beside experiment_state when a searcher ran
+SEARCH_PREFIX = "search_"
 MIN_TRIALS_FOR_IMPORTANCE = 5  # finished trials needed before parameter importances mean anything
 BEST_COUNT = 5
 PARAM_NAMES = {"sampling_strategy": "strategy", "similarity_bound": "λs"}
@@ -50,23 +49,12 @@ class SearchReport:
 
 
 def is_searched(trials: pd.DataFrame) -> bool:
-    """A study ran with a searcher or scheduler: Tune saved a searcher state or an optimisation metric (the
-    harness sets TuneConfig.metric only for searched studies), or a trial reported search_ metrics."""
+    """A study ran with a searcher or scheduler (see reports.load.is_tuned), or a trial reported search_ metrics."""
     folders = {Path(p).parent for p in trials["path"].dropna()} if "path" in trials else set()
-    for folder in folders:
-        if any(folder.glob(SEARCHER_STATE_GLOB)) or any(_tuned_metric(f) for f in folder.glob(STATE_GLOB)):
-            return True
+    if any(is_tuned(folder) for folder in folders):
+        return True
     return any(any(str(k).startswith(SEARCH_PREFIX) for k in read_history(p).columns)
                for p in trials.get("path", pd.Series(dtype=object)).dropna())
-
-
-def _tuned_metric(state_file: Path) -> str | None:
-    """The metric Tune optimised in an experiment (experiment_state's runner data), None for a grid."""
-    try:
-        runner = json.loads(state_file.read_text(encoding="utf-8")).get("runner_data") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
-    return runner.get("_metric") if isinstance(runner, dict) else None
 
 
 def search_report(trials: pd.DataFrame, metric: str = "image_auroc") -> SearchReport:
@@ -284,7 +272,7 @@ def _progress(history: pd.DataFrame, status: str, metric: str) -> dict[str, Any]
     final = next((final_row[k] for k in (REPORT_PREFIX + metric, metric) if _number(final_row.get(k))), math.nan)
     iteration = last.get("training_iteration", math.nan)
     state = "done" if status == "done" else (
-        f"stopped at iteration {int(iteration)}" if status == "incomplete" and _number(iteration) else
+        f"stopped at iteration {int(iteration)}" if status == "stopped" and _number(iteration) else
         f"{status} at iteration {int(iteration)}" if _number(iteration) else str(status))
     if state.startswith("stopped") and _number(last.get("stage_iteration")):
         state += f" ({last.get('stage')} {int(last['stage_iteration'])})"

@@ -18,6 +18,7 @@ from reports.search import (flatten, is_searched, parameter_importances, read_hi
 STRATEGIES = ("similarity_bound", "distance_band", "uniform")
 QUALITY = {"similarity_bound": 0.9, "distance_band": 0.7, "uniform": 0.6}  # final image AUROC of each strategy
 STEPS = 4  # interim reports per trial; ASHA may stop a trial after any of them
+REPORT_GAP = 0.05  # the final result also carries report_image_auroc (the report part) = quality - REPORT_GAP
 # Evaluated first, in this order, one trial at a time: the first sets ASHA's rungs, the worse ones are stopped.
 FIRST = [{"overrides/sampling_strategy": "similarity_bound", "overrides/similarity_bound": 0.05},
          {"overrides/sampling_strategy": "uniform"},
@@ -52,7 +53,7 @@ def searched(ray_session, tmp_path_factory) -> Path:
         for step in range(1, STEPS + 1):  # interim evaluations rise towards the final value
             _tune.report({"stage": "stage2", "stage_iteration": 100 * step, "image_auroc": quality * step / 4})
         _tune.report({"stage": "done", "image_auroc": quality, "image_ap": quality, "pixel_auroc": quality,
-                     "pixel_ap": quality - 0.2, "aupro": quality})
+                      "pixel_ap": quality - 0.2, "aupro": quality, "report_image_auroc": quality - REPORT_GAP})
 
     storage = tmp_path_factory.mktemp("search")
     searcher = OptunaSearch(space=_Space(), metric="image_auroc", mode="max", points_to_evaluate=FIRST, seed=3)
@@ -83,8 +84,13 @@ def test_stopped_trials_are_shown_stopped_with_their_iteration_and_last_value(se
         assert row.last_search == pytest.approx(history["image_auroc"].iloc[-1])
         assert np.isnan(row.final)
     done = frame[frame["state"] == "done"]
+    for row in done.itertuples():  # the report part's value, not the plain key's
+        assert row.final == pytest.approx(QUALITY[row.sampling_strategy] - REPORT_GAP)
+    loaded = trials.set_index("trial_id")
+    assert set(loaded.loc[stopped["trial_id"], "status"]) == {"stopped"}
     for row in done.itertuples():
-        assert row.final == pytest.approx(QUALITY[row.sampling_strategy])
+        assert loaded.loc[row.trial_id, "image_auroc"] == pytest.approx(row.final)
+        assert loaded.loc[row.trial_id, "image_ap"] == pytest.approx(QUALITY[row.sampling_strategy])
     assert frame["final"].dropna().is_monotonic_decreasing  # best first
 
 
@@ -153,6 +159,7 @@ def test_the_report_of_a_searched_study_has_its_search_section(searched, tmp_pat
     report = build_report(searched, tmp_path / "report").read_text(encoding="utf-8")
     assert "### Sampling strategy (mvtec, preset tiny): search" in report
     assert "stopped early by the scheduler" in report
+    assert "stopped)." in report and "incomplete" not in report  # the condition table's count says why
     image = tmp_path / "report" / "figures" / "sampling-mvtec-tiny-search-params.png"
     assert image.is_file() and "figures/sampling-mvtec-tiny-search-params.png" in report
     trials = read_markdown_table(tmp_path / "report" / "tables" / "sampling-mvtec-tiny-search-trials.md")
