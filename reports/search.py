@@ -27,6 +27,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from reports.load import REPORT_PREFIX, is_tuned
+from reports.render import format_interval
 from reports.spec import METRIC_NAMES, MISSING
 
 SEARCH_PREFIX = "search_"
@@ -64,12 +65,12 @@ def search_report(trials: pd.DataFrame, metric: str = "image_auroc") -> SearchRe
         history = read_history(trial.path)
         overrides = json.loads(trial.overrides) if isinstance(trial.overrides, str) else {}
         rows.append({"trial_id": trial.trial_id, "category": trial.category, "seed": trial.seed,
-                     "status": trial.status, **_progress(history, trial.status, metric),
+                     "status": trial.status, "path": trial.path, **_progress(history, trial.status, metric),
                      **flatten(overrides)})
     frame = pd.DataFrame(rows)
     params = searched_params(frame.drop(columns=[c for c in frame if c not in _param_columns(frame)]))
     ordered = ["trial_id", "category", "seed", "state", *params, "last_search", "final", "status", "iteration",
-               "stage", "stage_iteration"]
+               "stage", "stage_iteration", "path"]
     frame = frame.reindex(columns=ordered)
     frame = frame.sort_values(["final", "last_search"], ascending=False, na_position="last").reset_index(drop=True)
     importances, note = parameter_importances(frame, params)
@@ -177,8 +178,18 @@ def _optuna_importances(group: pd.DataFrame, params: list[str]) -> dict[str, flo
 
 
 def best_configurations(report: SearchReport, count: int = BEST_COUNT) -> pd.DataFrame:
-    """The `count` finished trials with the highest final (report-part) value, best first."""
-    return report.trials[report.trials["final"].notna()].head(count)
+    """The `count` finished trials with the highest final (report-part) value, best first, with the 95% bootstrap
+    interval of that value over the trial's test images (`ci_low`, `ci_high`, percent; NaN without records)."""
+    from reports.intervals import attach_records, cell_interval
+
+    best = report.trials[report.trials["final"].notna()].head(count).copy()
+    records = attach_records(best)
+    intervals = [cell_interval(pd.DataFrame([row]), records, (str(row["category"]),), report.metric,
+                               100 * row["final"]) if row["trial_id"] in records else None
+                 for _, row in best.iterrows()]
+    best["ci_low"] = [i.low if i else math.nan for i in intervals]
+    best["ci_high"] = [i.high if i else math.nan for i in intervals]
+    return best
 
 
 def display_trials(frame: pd.DataFrame, params: tuple[str, ...], metric: str) -> pd.DataFrame:
@@ -190,6 +201,9 @@ def display_trials(frame: pd.DataFrame, params: tuple[str, ...], metric: str) ->
         out[param_label(p)] = [_format_param(v) for v in frame[p]]
     out[f"last interim {name}"] = [_percent(v) for v in frame["last_search"]]
     out[f"final {name}"] = [_percent(v) for v in frame["final"]]
+    if "ci_low" in frame:
+        out[f"final {name} 95% CI"] = [format_interval(low, high) for low, high in zip(frame["ci_low"],
+                                                                                      frame["ci_high"])]
     return out
 
 
@@ -283,7 +297,7 @@ def _progress(history: pd.DataFrame, status: str, metric: str) -> dict[str, Any]
 
 def _param_columns(frame: pd.DataFrame) -> list[str]:
     fixed = {"trial_id", "category", "seed", "status", "state", "iteration", "stage", "stage_iteration",
-             "last_search", "final"}
+             "last_search", "final", "path"}
     return [c for c in frame if c not in fixed]
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from reports_testkit import read_markdown_table
 
+from dsr.evaluation.records import EvaluationRecords, save_records
 from reports.search import (flatten, is_searched, parameter_importances, read_history, search_report,
                             searched_params, write_search)
 
@@ -24,6 +25,18 @@ FIRST = [{"overrides/sampling_strategy": "similarity_bound", "overrides/similari
          {"overrides/sampling_strategy": "uniform"},
          {"overrides/sampling_strategy": "distance_band", "overrides/sampling_params/low": 0.2,
           "overrides/sampling_params/high": 0.6}]
+
+
+def _records(quality: float, n: int = 20) -> EvaluationRecords:
+    """Per-image records whose classes overlap more the lower `quality` is."""
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * (n // 2), np.int8)
+    zeros = np.zeros((n, 4, 4), np.uint8)
+    return EvaluationRecords(
+        paths=np.array([f"x/{i}.png" for i in range(n)]), defect_types=np.where(labels, "crack", "good"),
+        labels=labels, image_scores=(rng.normal(size=n) + 4 * (quality - 0.5) * labels).astype(np.float32),
+        pixel_scores=np.zeros((n, 4), np.float16), pixel_labels=np.zeros((n, 4), bool), has_masks=False,
+        center_crop=0, images=np.zeros((n, 4, 4, 3), np.uint8), masks=zeros, maps=zeros)
 
 
 class _Space:
@@ -45,15 +58,23 @@ def searched(ray_session, tmp_path_factory) -> Path:
     from ray.tune.search.optuna import OptunaSearch
 
     qualities = dict(QUALITY)
+    records = {name: str(save_records(_records(quality), tmp_path_factory.mktemp("records") / "records.npz"))
+               for name, quality in QUALITY.items()}
 
-    def trainable(config) -> None:  # nested: pickled by value (with `qualities`) for the Ray workers
+    def trainable(config) -> None:  # nested: pickled by value (with `qualities`, `records`) for the Ray workers
+        import shutil
+        import tempfile
+
         from ray import tune as _tune
 
         quality = qualities[config["overrides"]["sampling_strategy"]]
         for step in range(1, STEPS + 1):  # interim evaluations rise towards the final value
             _tune.report({"stage": "stage2", "stage_iteration": 100 * step, "image_auroc": quality * step / 4})
-        _tune.report({"stage": "done", "image_auroc": quality, "image_ap": quality, "pixel_auroc": quality,
-                      "pixel_ap": quality - 0.2, "aupro": quality, "report_image_auroc": quality - REPORT_GAP})
+        final = {"stage": "done", "image_auroc": quality, "image_ap": quality, "pixel_auroc": quality,
+                 "pixel_ap": quality - 0.2, "aupro": quality, "report_image_auroc": quality - REPORT_GAP}
+        with tempfile.TemporaryDirectory() as folder:  # records.npz in the final checkpoint, as the trainable
+            shutil.copy(records[config["overrides"]["sampling_strategy"]], Path(folder) / "records.npz")
+            _tune.report(final, checkpoint=_tune.Checkpoint.from_directory(folder))
 
     storage = tmp_path_factory.mktemp("search")
     searcher = OptunaSearch(space=_Space(), metric="image_auroc", mode="max", points_to_evaluate=FIRST, seed=3)
@@ -114,6 +135,11 @@ def test_every_searched_parameter_is_a_column_and_undrawn_ones_are_marked(search
     assert banded and all(float(row["low"]) < float(row["high"]) for row in banded)
     assert (out / "figures" / "sampling-search-params.png").stat().st_size > 5000
     assert "search-params.png" in section and "Best configurations" in section
+    best = read_markdown_table(out / "tables" / "sampling-search-best.md")
+    assert best and all(row["state"] == "done" for row in best)
+    for row in best:  # the final value with its 95% interval over the trial's test images
+        low, high = (float(v) for v in row["final image AUROC 95% CI"].strip("[]").split(","))
+        assert low <= float(row["final image AUROC"]) <= high and high > low
 
 
 def test_search_and_report_prefixes_are_preferred(tmp_path) -> None:
