@@ -33,6 +33,7 @@ from reports.spec import METRIC_NAMES, MISSING
 SEARCH_PREFIX = "search_"
 MIN_TRIALS_FOR_IMPORTANCE = 5  # finished trials needed before parameter importances mean anything
 BEST_COUNT = 5
+FINISHED, STOPPED = "finished (final value)", "stopped (last interim value)"
 PARAM_NAMES = {"sampling_strategy": "strategy", "similarity_bound": "λs"}
 _HISTORY_KEYS = ("stage", "stage_iteration", "training_iteration")
 
@@ -208,25 +209,25 @@ def display_trials(frame: pd.DataFrame, params: tuple[str, ...], metric: str) ->
 
 
 def plot_metric_vs_param(frame: pd.DataFrame, param: str, metric: str, ax: Axes | None = None) -> Axes:
-    """The metric of every trial against one searched parameter: final value (filled) for finished trials, last
-    interim value (x) for stopped ones; colour = strategy. Numbers only; nothing is computed here."""
+    """The metric of every trial against one searched parameter: final value (o) for finished trials, last
+    interim value (x) for stopped ones; colour = strategy, the same in every panel. Nothing is computed here."""
     ax = ax if ax is not None else Figure().add_subplot()
     drawn = frame[frame[param].notna()].assign(
         value=lambda f: 100 * f["final"].fillna(f["last_search"]),
-        outcome=lambda f: np.where(f["final"].notna(), "finished (final)", "stopped (last interim)"))
+        outcome=lambda f: np.where(f["final"].notna(), FINISHED, STOPPED))
     drawn = drawn[drawn["value"].notna()]
-    hue = "sampling_strategy" if "sampling_strategy" in drawn and param != "sampling_strategy" else None
+    hue, palette = None, None
+    if "sampling_strategy" in frame:
+        strategies = sorted(frame["sampling_strategy"].dropna().astype(str).unique())
+        hue, palette = "sampling_strategy", dict(zip(strategies, sns.color_palette("colorblind", len(strategies))))
     numeric = pd.to_numeric(drawn[param], errors="coerce")
-    if len(drawn) and numeric.notna().all():
-        drawn = drawn.assign(**{param: numeric})
-        sns.scatterplot(data=drawn, x=param, y="value", hue=hue, style="outcome",
-                        markers={"finished (final)": "o", "stopped (last interim)": "X"}, palette="colorblind",
-                        s=60, ax=ax)
-        if numeric.min() > 0 and numeric.max() / numeric.min() >= 10:
+    categorical = not (len(drawn) and numeric.notna().all())
+    if len(drawn):
+        shown = drawn.assign(**{param: drawn[param].astype(str) if categorical else numeric})
+        sns.scatterplot(data=shown, x=param, y="value", hue=hue, palette=palette, style="outcome",
+                        markers={FINISHED: "o", STOPPED: "X"}, s=60, alpha=0.8, ax=ax)
+        if not categorical and numeric.min() > 0 and numeric.max() / numeric.min() >= 10:
             ax.set_xscale("log")
-    elif len(drawn):
-        sns.stripplot(data=drawn.assign(**{param: drawn[param].astype(str)}), x=param, y="value", hue="outcome",
-                      palette="colorblind", size=7, jitter=0.15, ax=ax)
     ax.set_xlabel(param_label(param))
     ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} (%)")
     return ax
@@ -267,8 +268,15 @@ def write_search(report: SearchReport, name: str, title: str, tables: Path, figu
         figure = Figure(figsize=(3.6 * len(params), 3.4), layout="constrained")
         for ax, param in zip(np.atleast_1d(figure.subplots(1, len(params), sharey=True, squeeze=False)[0]), params):
             plot_metric_vs_param(frame, param, report.metric, ax=ax)
+        handles, labels = figure.axes[0].get_legend_handles_labels()
+        for ax in figure.axes:  # one legend (strategies share their colour across panels)
             if ax.get_legend() is not None:
-                ax.legend(fontsize=7, title_fontsize=7)
+                ax.get_legend().remove()
+        merged = dict(zip(labels, handles))
+        for ax in figure.axes[1:]:
+            merged.update({k: v for k, v in zip(*reversed(ax.get_legend_handles_labels())) if k not in merged})
+        figure.legend(list(merged.values()), [param_label(k) if k == "sampling_strategy" else k for k in merged],
+                      loc="outside right upper", fontsize=7, frameon=False)
         figure.suptitle(f"{title}: {metric_name} against each searched parameter", fontsize=9)
         png = save_figure(figure, figures / f"{name}-search-params")[0]
         lines += [f"![{name} search]({link(png)}) ([PDF]({link(png.with_suffix('.pdf'))}))", ""]
