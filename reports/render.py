@@ -85,13 +85,14 @@ def category_display(table: StudyTable, metric: str) -> pd.DataFrame:
     per = table.per_category
     columns = list(table.summary["label"])
     rows = []
+    s = table.summary
+    no_masks = dict(zip(s["label"], s.get(f"{metric}_no_masks", pd.Series(False, index=s.index))))
     for category in table.categories:
         cells = per[per["category"] == category].set_index("label").reindex(columns)
-        rows.append([category] + [format_value(r[metric], r[f"{metric}_std"], r[f"{metric}_n_seeds"],
-                                               r["n_seeds_expected"]) for _, r in cells.iterrows()])
-    s = table.summary
-    rows.append(["mean"] + [format_value(r[metric], r[f"{metric}_std"], r[f"{metric}_n_seeds"],
-                                         r["n_seeds_expected"]) for _, r in s.iterrows()])
+        rows.append([category] + [NO_MASKS if no_masks.get(label) and _nan(r[metric]) else
+                                  format_value(r[metric], r[f"{metric}_std"], r[f"{metric}_n_seeds"],
+                                               r["n_seeds_expected"]) for label, r in cells.iterrows()])
+    rows.append(["mean"] + [_cell(r, metric) for _, r in s.iterrows()])
     return pd.DataFrame(rows, columns=["category", *columns])
 
 

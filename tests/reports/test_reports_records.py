@@ -185,3 +185,8 @@ def test_gallery_shows_the_same_images_for_every_variant(recorded, monkeypatch, 
     assert [t.get_title().splitlines()[1] for t in figure.axes if t.get_title()] == picks
     for records in by_condition.values():  # every variant's map row shows those very images
         assert set(picks) <= {str(p) for p in records.paths}
+
+
+def test_no_masks_reads_not_applicable_per_category_too(recorded) -> None:
+    rows = read_markdown_table(recorded["report"].parent / "tables" / "table6-folder-small-per_category-pixel_ap.md")
+    assert rows and all(cell.startswith("n/a") for row in rows for key, cell in row.items() if key != "category")
