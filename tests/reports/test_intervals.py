@@ -82,3 +82,18 @@ def test_no_records_or_no_masks_gives_no_interval() -> None:
     for record in records.values():
         record.has_masks = False
     assert cell_interval(frame, records, CATEGORIES, "pixel_ap", float("nan")) is None
+
+
+def test_resampled_pixel_ap_equals_the_ap_of_the_drawn_pixels() -> None:
+    from reports.intervals import SortedPixels, resampled_average_precision
+
+    records = _records(1.0, 3)
+    records.pixel_scores = np.round(records.pixel_scores.astype(np.float32), 1).astype(np.float16)  # many ties
+    pixels = SortedPixels.of(records)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        images = rng.integers(0, len(records), len(records))  # with repeats, some images absent
+        scores = records.pixel_scores[images].astype(np.float32).ravel()
+        labels = records.pixel_labels[images].ravel()
+        assert resampled_average_precision(pixels, images, len(records)) == pytest.approx(
+            average_precision_score(labels, scores), abs=1e-12)
