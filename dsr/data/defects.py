@@ -79,7 +79,7 @@ def crack(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     """A dark random-walk line with one branch, like a crack."""
     size = image.shape[0]
     canvas, draw = _canvas(size)
-    width = int(round(rng.uniform(0.028, 0.04) * size * SUPERSAMPLE))
+    width = int(round(rng.uniform(0.045, 0.06) * size * SUPERSAMPLE))  # >= 3 px at 64: visible at the small preset
     main = _polyline(rng, size, segments=int(rng.integers(25, 40)), length=rng.uniform(0.8, 1.1), turn=0.35)
     draw.line(main, fill=255, width=width, joint="curve")
     start = main[int(rng.integers(len(main) // 4, 3 * len(main) // 4))]
@@ -104,8 +104,10 @@ def stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.n
         rx, ry = rng.uniform(0.05, 0.1, size=2) * size * SUPERSAMPLE
         draw.ellipse([c[0] - rx, c[1] - ry, c[0] + rx, c[1] + ry], fill=255)
     coverage = _coverage(canvas, size, blur=0.6)
-    colour = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.7, 1.0), rng.uniform(0.6, 1.0)),
-                      dtype=np.float32)
+    # a hue at least a quarter turn from the surface's own, so the stain is visible (not green on green grass)
+    surface_hue = colorsys.rgb_to_hsv(*image.reshape(-1, 3).mean(0))[0]
+    hue = (surface_hue + rng.uniform(0.25, 0.75)) % 1.0
+    colour = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.7, 1.0), rng.uniform(0.6, 1.0)), dtype=np.float32)
     return _blend(image, coverage, colour, opacity=rng.uniform(0.55, 0.8)), coverage
 
 

@@ -9,6 +9,13 @@ binary mask. Output:
     <root>/<category>/test/good/000.png ...          normal test images
     <root>/<category>/test/<defect>/000.png ...      defect test images
     <root>/<category>/ground_truth/<defect>/000_mask.png    0/255 masks
+    <root>/stage1/0000.png ...                         crops of scikit-image's other photographs (see below)
+
+Stage 1 (the discrete latent model) is trained once on ImageNet in the paper, so that its codebook can express
+what the object categories never show: an anomaly is only detectable if the general decoder can reconstruct it.
+A codebook learnt from three texture photographs cannot (a white scratch on gravel quantises to gravel), so the
+demo also ships `stage1/`: random crops of every other photograph scikit-image bundles (faces, coffee, text,
+rockets, cells, ...), the project's offline stand-in for ImageNet.
 
 The build is deterministic for a seed and idempotent: a finished build (marker file written last, with the
 parameters) is reused; an interrupted or different-parameter build of ours is rebuilt; a folder that is not a
@@ -41,7 +48,10 @@ DEMO_SOURCES: dict[str, tuple[str, tuple[float, float, float], tuple[str, ...]]]
 DEMO_CATEGORIES = tuple(DEMO_SOURCES)
 STARTED_MARKER = ".dsr_demo_started"  # written first: this folder is a demo build (ours to replace)
 COMPLETE_MARKER = ".dsr_demo_complete.json"  # written last, holds the build parameters
-DEMO_VERSION = 1  # bump when the builder's output changes, so old builds are rebuilt
+DEMO_VERSION = 2  # bump when the builder's output changes, so old builds are rebuilt
+STAGE1_FOLDER = "stage1"  # general-purpose photographs for stage 1 (not a category: no train/good)
+STAGE1_COUNT = 1200  # crops in it (build_demo's default)
+_STAGE1_CROP_RANGE = (0.15, 0.6)
 _CROP_RANGE = (0.55, 0.75)  # crop side as a fraction of the photograph side
 _BRIGHTNESS_GAIN = (0.9, 1.1)
 _BRIGHTNESS_OFFSET = 0.03
@@ -79,6 +89,51 @@ def _normal_image(photo: Image.Image, tint: np.ndarray, size: int, rng: np.rando
 
 def _save_rgb(image: np.ndarray, path: Path) -> None:
     Image.fromarray(np.round(image * 255.0).astype(np.uint8), mode="RGB").save(path)
+
+
+def stage1_photos() -> list[Path]:
+    """scikit-image's bundled RGB/grey photographs of at least 128 px, except the demo's own textures."""
+    import skimage.data
+
+    textures = {name for name, _, _ in DEMO_SOURCES.values()}
+    found = []
+    for path in sorted(Path(skimage.data.__file__).parent.iterdir()):
+        if path.suffix not in (".png", ".jpg") or path.name in textures:
+            continue
+        try:
+            with Image.open(path) as im:
+                if min(im.size) >= 128:
+                    found.append(path)
+        except OSError:
+            continue
+    return found
+
+
+def _build_stage1(folder: Path, size: int, count: int, seed: int) -> None:
+    """`count` random square crops (15-60% of the side, random flip) of the stage-1 photographs, resized."""
+    photos = []
+    for path in stage1_photos():
+        with Image.open(path) as im:
+            photos.append(im.convert("RGB"))
+    if not photos:
+        raise FileNotFoundError("scikit-image ships no photographs for the demo's stage-1 set")
+    rng = np.random.default_rng([seed, zlib.crc32(STAGE1_FOLDER.encode())])
+    folder.mkdir(parents=True)
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        side = int(min(photo.size) * rng.uniform(*_STAGE1_CROP_RANGE))
+        left = int(rng.integers(0, photo.size[0] - side + 1))
+        top = int(rng.integers(0, photo.size[1] - side + 1))
+        crop = photo.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        crop.save(folder / f"{i:04d}.png")
+
+
+def demo_stage1_folder(root: Path | str) -> Path | None:
+    """The demo's stage-1 photographs folder, or None if `root` is not a demo build that has one."""
+    folder = Path(root) / STAGE1_FOLDER
+    return folder if (Path(root) / COMPLETE_MARKER).is_file() and folder.is_dir() else None
 
 
 def _split_counts(total: int, parts: int) -> list[int]:
@@ -155,6 +210,7 @@ def build_demo(
     test_good_count: int = 15,
     test_defect_count: int = 15,
     seed: int = 0,
+    stage1_count: int = STAGE1_COUNT,
 ) -> Path:
     """Build (or reuse) the demo dataset in `root` and return `root`.
 
@@ -164,6 +220,9 @@ def build_demo(
     """
     root = Path(root)
     params = _check_params(categories, image_size, train_count, test_good_count, test_defect_count, seed)
+    if not isinstance(stage1_count, int) or isinstance(stage1_count, bool) or stage1_count < 0:
+        raise ValueError(f"stage1_count must be an integer >= 0, got {stage1_count!r}")
+    params["stage1_count"] = stage1_count
     if read_demo_params(root) == params:
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +240,8 @@ def build_demo(
         for category in params["categories"]:
             _build_category(building / category, category, image_size, train_count, test_good_count,
                             test_defect_count, seed)
+        if stage1_count:
+            _build_stage1(building / STAGE1_FOLDER, image_size, stage1_count, seed)
         (building / COMPLETE_MARKER).write_text(json.dumps(params, indent=1))
         if root.exists():
             root.rename(old)
@@ -200,10 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--test-good-count", type=int, default=15)
     parser.add_argument("--test-defect-count", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stage1-count", type=int, default=STAGE1_COUNT, help="general photographs for stage 1")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     root = build_demo(args.root, args.categories, args.image_size, args.train_count, args.test_good_count,
-                      args.test_defect_count, args.seed)
+                      args.test_defect_count, args.seed, args.stage1_count)
     print(f"demo dataset ready in {root} ({time.perf_counter() - start:.1f} s)")
     return 0
 

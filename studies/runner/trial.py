@@ -17,6 +17,7 @@ import torch
 from dsr.anomalies import make_strategy
 from dsr.config import DSRConfig, preset
 from dsr.data import build_dataset, list_categories, load_all
+from dsr.data.demo import demo_stage1_folder
 from dsr.protocol import evaluation_crop
 from dsr.variants import apply_variant
 
@@ -80,21 +81,12 @@ def train_images(trial: dict[str, Any], config: DSRConfig) -> torch.Tensor:
 
 def stage1_images(trial: dict[str, Any], config: DSRConfig, settings: RunSettings) -> torch.Tensor:
     """Stage-1 training images: a user folder of images, else the normal train images of every category of the
-    dataset (at most STAGE1_MAX_IMAGES, spread evenly over categories). The paper trains stage 1 once on ImageNet
-    so that its codebook can represent what the object categories never show (a green stain on grey gravel);
-    all categories together are the closest stand-in a study has without extra data."""
+    dataset (at most STAGE1_MAX_IMAGES, spread evenly over categories), plus, for the demo, its folder of general
+    photographs. The paper trains stage 1 once on ImageNet so that its codebook can represent what the object
+    categories never show (a green stain on grey gravel): an anomaly the general decoder cannot reconstruct cannot
+    be detected. Without extra data, all categories together are the closest stand-in a study has."""
     if settings.stage1_data:
-        from dsr.data import AnomalyDataset, Sample
-        from dsr.data.io import is_image_file
-
-        folder = Path(settings.stage1_data)
-        files = sorted(p for p in folder.rglob("*") if is_image_file(p))
-        if not files:
-            raise ValueError(f"--stage1-data {folder}: no images found")
-        samples = [Sample(p, 0, None, "stage1", "good") for p in files]
-        dataset = AnomalyDataset(samples, config.image_size, config.channel_order, antialias=config.antialias,
-                                 name="stage1")
-        return load_all(dataset, progress=False).images
+        return _folder_images(Path(settings.stage1_data), config)
     categories = list_categories(trial["dataset"], trial["data_root"])
     per_category = max(1, STAGE1_MAX_IMAGES // len(categories))
     images = []
@@ -103,7 +95,24 @@ def stage1_images(trial: dict[str, Any], config: DSRConfig, settings: RunSetting
         keep = torch.linspace(0, len(dataset.samples) - 1, min(per_category, len(dataset.samples))).long()
         dataset.samples = tuple(dataset.samples[int(i)] for i in keep.unique())
         images.append(load_all(dataset, progress=False).images)
+    photos = demo_stage1_folder(trial["data_root"]) if trial["dataset"] == "demo" else None
+    if photos is not None:  # the demo's stand-in for ImageNet: a codebook that can express the anomalies
+        images.append(_folder_images(photos, config))
     return torch.cat(images)
+
+
+def _folder_images(folder: Path, config: DSRConfig) -> torch.Tensor:
+    """Every image in a folder (recursively), decoded at the config's size."""
+    from dsr.data import AnomalyDataset, Sample
+    from dsr.data.io import is_image_file
+
+    files = sorted(p for p in Path(folder).rglob("*") if is_image_file(p))
+    if not files:
+        raise ValueError(f"--stage1-data {folder}: no images found")
+    samples = [Sample(p, 0, None, "stage1", "good") for p in files]
+    dataset = AnomalyDataset(samples, config.image_size, config.channel_order, antialias=config.antialias,
+                             name="stage1")
+    return load_all(dataset, progress=False).images
 
 
 def default_interval(total: int, parts: int) -> int:

@@ -17,7 +17,7 @@ from dsr.data.demo import (
     COMPLETE_MARKER, DEMO_CATEGORIES, DEMO_SOURCES, build_demo, main, photo_path, read_demo_params,
 )
 
-SMALL = dict(image_size=32, train_count=4, test_good_count=2, test_defect_count=4)
+SMALL = dict(image_size=32, train_count=4, test_good_count=2, test_defect_count=4, stage1_count=6)
 
 
 def _hashes(root: Path) -> dict[str, str]:
@@ -135,8 +135,22 @@ def test_parallel_builds_agree(tmp_path: Path) -> None:
 
     root = tmp_path / "demo"
     with multiprocessing.get_context("fork").Pool(2) as pool:
-        results = pool.starmap(build_demo, [(root, DEMO_CATEGORIES[:1], 32, 4, 2, 4, 0)] * 2)
+        results = pool.starmap(build_demo, [(root, DEMO_CATEGORIES[:1], 32, 4, 2, 4, 0, 6)] * 2)
     assert results == [root, root]
     assert read_demo_params(root)["categories"] == list(DEMO_CATEGORIES[:1])
-    assert _hashes(root) == _hashes(build_demo(tmp_path / "alone", DEMO_CATEGORIES[:1], 32, 4, 2, 4, 0))
+    assert _hashes(root) == _hashes(build_demo(tmp_path / "alone", DEMO_CATEGORIES[:1], 32, 4, 2, 4, 0, 6))
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".demo.")) == [".demo.lock"]
+
+
+def test_stage1_photographs_are_general_crops_not_a_category(tmp_path: Path) -> None:
+    from dsr.data import list_categories
+    from dsr.data.demo import demo_stage1_folder, stage1_photos
+
+    root = build_demo(tmp_path / "demo", **SMALL)
+    folder = demo_stage1_folder(root)
+    assert folder is not None and len(list(folder.glob("*.png"))) == SMALL["stage1_count"]
+    assert "stage1" not in list_categories("demo", root)
+    names = {p.name for p in stage1_photos()}
+    assert len(names) >= 10 and not names & {"brick.png", "grass.png", "gravel.png"}
+    with Image.open(next(folder.glob("*.png"))) as image:
+        assert image.size == (32, 32) and image.mode == "RGB"
