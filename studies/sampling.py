@@ -3,7 +3,9 @@ or a plain grid over the registered strategies with --grid.
 
     python studies/sampling.py --num-samples 16
     python studies/sampling.py --grid --seeds 3
-Every trial carries image_auroc in each result (interim evaluations at checkpoints) so ASHA can stop bad ones early.
+Each category's test set is split once (seeded, stratified by defect type; --search-fraction) into a search part,
+the only images Optuna and ASHA see (interim evaluations at the same training iterations for every trial), and a
+report part, on which every trial is finally evaluated and which every table shows (report_<metric>).
 """
 
 from ray import tune
@@ -67,7 +69,19 @@ def scheduler(args):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(time_attr="training_iteration", grace_period=4, reduction_factor=2)
+    from dsr.config import preset
+    from studies.runner.harness import parse_override
+    from studies.runner.trial import default_interval
+
+    # One clock for every trial: the training iteration (stage 2, then stage 3), not the number of reports (which
+    # depends on whether a trial trained, waited for or loaded stage 1). Rungs sit on the stage-2 checkpoints,
+    # where every trial is evaluated on the search part at the same iterations.
+    config = preset(args.preset, **dict(parse_override(text) for text in args.overrides))
+    max_t = config.stage2_iterations + (config.stage3_iterations if config.use_upsampling else 0)
+    grace = 2 * default_interval(config.stage2_iterations, 5)
+    # max_t one past the end: a trial that trains to the end is never cut before its final (report-part) result
+    return ASHAScheduler(time_attr="train_iteration", max_t=max_t + 1, grace_period=max(1, min(grace, max_t)),
+                         reduction_factor=2)
 
 
 STUDY = Study(name="sampling", description=__doc__, space=space, searcher=searcher, scheduler=scheduler,

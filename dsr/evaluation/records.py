@@ -59,7 +59,7 @@ def evaluate_with_records(model: torch.nn.Module, dataset, batch_size: int = 8, 
     pixel_scores, pixel_labels = sample_pixels(cropped_maps, cropped_masks, pixel_samples, seed)
     samples = dataset.samples
     records = EvaluationRecords(
-        paths=np.array([_relative_name(s.image_path) for s in samples]),
+        paths=np.array([test_image_name(s.image_path) for s in samples]),
         defect_types=np.array([s.defect_type for s in samples]),
         labels=labels.astype(np.int8),
         image_scores=scores.astype(np.float32),
@@ -119,9 +119,9 @@ def load_records(path: str | Path) -> EvaluationRecords:
     return EvaluationRecords(**values)
 
 
-def _relative_name(path: Path) -> str:
-    path = Path(path)
-    return "/".join(path.parts[-2:])  # "<defect or good>/<file>": stable across machines and roots
+def test_image_name(path: Path | str) -> str:
+    """"<defect or good>/<file>": a test image's name, stable across machines and dataset roots."""
+    return "/".join(Path(path).parts[-2:])
 
 
 def _thumbnail(batch: np.ndarray) -> np.ndarray:

@@ -66,6 +66,8 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
     parser.add_argument("--report-every", type=int, default=0, help="iterations between progress reports")
     parser.add_argument("--checkpoint-every", type=int, default=0, help="iterations between checkpoints")
     parser.add_argument("--no-report", action="store_true", help="skip building the report at the end")
+    parser.add_argument("--search-fraction", type=float, default=0.5, help="searched studies: the part of each "
+                        "test set the searcher sees; the rest is only reported (default 0.5)")
     if study.add_arguments is not None:
         study.add_arguments(parser)
     return parser
@@ -189,6 +191,8 @@ def run_study(study: Study, argv: list[str] | None = None) -> int:
         from dsr.config import preset
 
         preset(args.preset)
+        if not 0.0 < args.search_fraction < 1.0:
+            raise StudyError(f"--search-fraction must lie in (0, 1), got {args.search_fraction}")
         if args.cluster:
             return _run_on_cluster(study, args, argv)
         data_root, categories = resolve_data(args, study)
@@ -207,7 +211,8 @@ def run_study(study: Study, argv: list[str] | None = None) -> int:
     from studies.runner.tuner import run_tuner
 
     try:
-        errors = run_tuner(study, args, space, categories, name)
+        test_split = search_split(study, args, data_root, categories, experiment_dir) if count == 0 else None
+        errors = run_tuner(study, args, space, categories, name, test_split)
     except StudyError as error:  # raised only before the tuner starts (e.g. --address unreachable)
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -217,6 +222,44 @@ def run_study(study: Study, argv: list[str] | None = None) -> int:
         print(f"{study.name}: {errors} trial(s) failed; see the errors above and {experiment_dir}", file=sys.stderr)
         return 1
     return 0
+
+
+SPLIT_FILE = "test_split.json"
+
+
+def search_split(study: Study, args: argparse.Namespace, data_root: str, categories: list[str],
+                 experiment_dir: str) -> dict[str, dict[str, list[str]]]:
+    """A searched study's search/report split of each category's test set: made once (seeded, stratified by
+    defect type) and saved with the experiment, so a resumed or re-reported study uses the same one."""
+    import json
+
+    from pyarrow import fs as pafs
+
+    from dsr.config import preset
+    from dsr.data import build_dataset
+    from dsr.evaluation.records import test_image_name
+    from dsr.evaluation.split import split_document, split_test_set
+
+    location = experiment_dir if "://" in experiment_dir else str(Path(experiment_dir).resolve())
+    filesystem, folder = pafs.FileSystem.from_uri(location)
+    path = f"{folder}/{SPLIT_FILE}"
+    if filesystem.get_file_info(path).type == pafs.FileType.File:
+        with filesystem.open_input_stream(path) as stream:
+            saved = json.loads(stream.read().decode())
+        missing = [c for c in categories if c not in saved["categories"]]
+        if missing:
+            raise StudyError(f"{location}/{SPLIT_FILE} has no split for {', '.join(missing)}")
+        return {c: saved["categories"][c] for c in categories}
+    size = preset(args.preset).image_size
+    splits = {}
+    for category in categories:
+        samples = build_dataset(args.dataset, data_root, category, "test", size).samples
+        splits[category] = split_test_set([test_image_name(s.image_path) for s in samples],
+                                          [s.defect_type for s in samples], args.search_fraction, seed=0)
+    filesystem.create_dir(folder, recursive=True)
+    with filesystem.open_output_stream(path) as stream:
+        stream.write(json.dumps(split_document(splits, args.search_fraction, 0), indent=1).encode())
+    return splits
 
 
 def _experiment_dir(storage: str, name: str) -> str:

@@ -23,7 +23,8 @@ from ray import tune
 from dsr.checkpoints import save_checkpoint
 from dsr.data import build_demo
 from dsr.evaluation.evaluate import evaluate_model
-from dsr.evaluation.records import EvaluationRecords, evaluate_with_records, save_records
+from dsr.evaluation.records import EvaluationRecords, evaluate_with_records, save_records, test_image_name
+from dsr.evaluation.split import subset_indices
 from dsr.model import DSR
 from dsr.training import StageEvent, TrainingData, run_stage, stage_iterations
 from dsr.training.pipeline import stages_for
@@ -159,9 +160,11 @@ def dsr_trial(trial: dict[str, Any], settings: RunSettings) -> None:
 
     def on_event(event: StageEvent, extra: dict[str, Any] | None = None) -> None:
         if report.interim and event.state is not None and event.stage != "stage1":
-            report.interim["image_auroc"] = evaluate_model(model, trial_test_set(trial, config), device=device,
-                                                           batch_size=settings.eval_batch_size)["image_auroc"]
+            value = evaluate_model(model, trial_test_set(trial, config, settings, "search"), device=device,
+                                   batch_size=settings.eval_batch_size)["image_auroc"]
+            report.interim.update(image_auroc=value, search_image_auroc=value)
         report({"stage": event.stage, "stage_iteration": event.iteration, "stage_total": event.total,
+                "train_iteration": train_iteration(config, event.stage, event.iteration),
                 **event.losses, **(extra or {})}, event.state)
     stages = stages_for(config)[1:]
     if state is None or state["stage"] == "stage1":
@@ -185,15 +188,42 @@ def dsr_trial(trial: dict[str, Any], settings: RunSettings) -> None:
                   checkpoint_every=settings.checkpoint_every or default_interval(total, 5))
         state = None
     model.eval()
-    test = trial_test_set(trial, config)
+    test = trial_test_set(trial, config, settings, "report")
     metrics, records = evaluate_with_records(model, test, batch_size=settings.eval_batch_size, device=device,
                                              center_crop=config.eval_center_crop, seed=config.seed)
-    report({"stage": "done", **metrics, "eval_center_crop": config.eval_center_crop or 0,
-            "has_masks": float(records.has_masks)}, model=model, records=records)
+    final = {"stage": "done", "train_iteration": train_iteration(config, "done", 0), **metrics,
+             "eval_center_crop": config.eval_center_crop or 0, "has_masks": float(records.has_masks)}
+    if settings.test_split:  # the searcher's metric stays the search part's; tables read report_<metric>
+        search = evaluate_model(model, trial_test_set(trial, config, settings, "search"), device=device,
+                                batch_size=settings.eval_batch_size)
+        final.update({f"report_{name}": value for name, value in metrics.items()})
+        final.update({name: value for name, value in search.items()})
+        final.update({f"search_{name}": value for name, value in search.items()})
+    report(final, model=model, records=records)
 
 
-def trial_test_set(trial: dict[str, Any], config):
-    return dataset_split(trial, config, "test")
+def train_iteration(config, stage: str, iteration: int) -> int:
+    """Training progress on one clock for every trial of a preset: 0 in stage 1, the stage-2 iteration in stage
+    2, stage-2 total + the stage-3 iteration in stage 3 (ASHA's time attribute: trials that trained, waited for
+    or loaded stage 1 line up)."""
+    if stage == "stage1":
+        return 0
+    if stage == "stage2":
+        return iteration
+    if stage == "stage3":
+        return config.stage2_iterations + iteration
+    return config.stage2_iterations + (config.stage3_iterations if config.use_upsampling else 0)
+
+
+def trial_test_set(trial: dict[str, Any], config, settings: RunSettings | None = None, part: str | None = None):
+    """The trial's test set, or one part of it ("search" / "report") when the study split it."""
+    dataset = dataset_split(trial, config, "test")
+    split = (settings.test_split or {}).get(trial["category"]) if settings is not None and part else None
+    if split is None:
+        return dataset
+    names = [test_image_name(sample.image_path) for sample in dataset.samples]
+    dataset.samples = tuple(dataset.samples[i] for i in subset_indices(names, split[part]))
+    return dataset
 
 
 def _shared_stage1(model: DSR, trial: dict[str, Any], config, settings: RunSettings, key: str, trial_id: str,

@@ -46,6 +46,7 @@ class RunSettings:
     eval_batch_size: int = 8
     interim_eval: bool = False  # evaluate at each checkpoint and carry image_auroc in every report (searchers)
     coordinator: str = "dsr-stage1-coordinator"  # name of the Ray actor that hands out stage-1 training
+    test_split: dict[str, dict[str, list[str]]] | None = None  # category -> search/report image names (searches)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

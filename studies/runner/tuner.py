@@ -32,12 +32,15 @@ def make_trainable(args: argparse.Namespace, settings: RunSettings):
 
 
 def run_tuner(study: Study, args: argparse.Namespace, space: dict[str, Any], categories: list[str],
-              name: str) -> int:
-    """Run (or resume) the experiment; returns the number of trials that ended in error."""
+              name: str, test_split: dict[str, dict[str, list[str]]] | None = None) -> int:
+    """Run (or resume) the experiment; returns the number of trials that ended in error.
+
+    test_split: category -> {"search": names, "report": names} for searched studies (see dsr.evaluation.split).
+    """
     storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
     settings = RunSettings(storage=storage, experiment=name, categories=tuple(categories),
                            stage1_data=args.stage1_data, report_every=args.report_every,
-                           checkpoint_every=args.checkpoint_every,
+                           checkpoint_every=args.checkpoint_every, test_split=test_split,
                            interim_eval=study.searcher is not None or study.scheduler is not None)
     start_ray(args)
     coordinator = Stage1Coordinator.options(name=settings.coordinator, get_if_exists=True).remote()
