@@ -6,6 +6,7 @@ MVTec AD:  <root>/<category>/train/good/*.png
            <root>/<category>/ground_truth/<defect>/<stem>_mask.png   (optional: all anomalous images or none)
 Folder:    the same without <category>: <root>/train/good/*, optional <root>/test/good/*, <root>/test/<defect>/*
            with masks at <root>/ground_truth/<defect>/<stem>_mask.png; its one category is named after <root>.
+           Or flat: <root>/good/* beside <root>/bad/* (or named defect folders), split seeded (dsr.data.flat).
 Any image extension in IMAGE_EXTENSIONS is accepted; hidden files and other extensions are ignored.
 """
 
@@ -153,13 +154,19 @@ def folder(
     named after the folder. Raises like `mvtec`, and says so when `root` holds category folders instead."""
     root = check_root(root)
     check_split(split)
+    from dsr.data.flat import flat_samples, looks_flat
+
+    if not looks_like_category(root) and looks_flat(root):  # good/ beside bad/ (or named defect folders)
+        category = root.resolve().name
+        return AnomalyDataset(flat_samples(root, split, category), image_size, channel_order, antialias,
+                              name=f"{category}/{split}")
     if not looks_like_category(root):
         nested = [p.name for p in subfolders(root) if looks_like_category(p)]
         hint = (f"; it holds category folders {nested}: pass one of them as root, or use kind 'mvtec'"
                 if nested else "")
         raise FileNotFoundError(f"expected {root / 'train' / NORMAL_FOLDER} with normal images "
-                                f"(layout <root>/train/good/, <root>/test/<defect>/, <root>/ground_truth/)"
-                                f"{hint}")
+                                f"(layout <root>/train/good/, <root>/test/<defect>/, <root>/ground_truth/; "
+                                f"or flat: <root>/good/ beside <root>/bad/){hint}")
     category = root.resolve().name
     return AnomalyDataset(category_samples(root, category, split), image_size, channel_order, antialias,
                           name=f"{category}/{split}")

@@ -303,3 +303,34 @@ def test_antialias_option_changes_downscaling(tmp_path: Path) -> None:
     assert torch.allclose(smooth, torch.full_like(smooth, 0.5), atol=0.05)  # stripes averaged away
     assert (sharp - 0.5).abs().max() > 0.3  # plain bilinear samples two pixels: aliasing
     assert os.listdir(base / "train" / "good") == ["0.png"]
+
+
+def _flat(root: Path, good: int = 10, bad: int = 3) -> Path:
+    for i in range(good):
+        write_png(root / "good" / f"g{i:02d}.png", value=100 + i)
+    for i in range(bad):
+        write_png(root / "bad" / f"b{i}.png", value=10 + i)
+    return root
+
+
+def test_flat_good_and_bad_folders_split_seeded_and_saved(tmp_path: Path) -> None:
+    root = _flat(tmp_path / "parts")
+    train = folder(root, "train", image_size=8)
+    test = folder(root, "test", image_size=8)
+    train_names = {s.image_path.name for s in train.samples}
+    test_good = {s.image_path.name for s in test.samples if s.label == 0}
+    assert len(train_names) == 8 and len(test_good) == 2 and not train_names & test_good
+    assert sorted(s.image_path.name for s in test.samples if s.label == 1) == ["b0.png", "b1.png", "b2.png"]
+    assert not test.has_masks and list_categories("folder", root) == ["parts"]
+    assert (root / ".dsr_split.json").is_file()
+    write_png(root / "good" / "g99.png")  # added later: test, the train split stays
+    assert {s.image_path.name for s in folder(root, "train", image_size=8).samples} == train_names
+    assert "g99.png" in {s.image_path.name for s in folder(root, "test", image_size=8).samples}
+
+
+def test_flat_split_missing_train_image_is_named(tmp_path: Path) -> None:
+    root = _flat(tmp_path / "parts")
+    first = sorted(s.image_path for s in folder(root, "train", image_size=8).samples)[0]
+    first.unlink()
+    with pytest.raises(ValueError, match=re.escape(first.name) + ".*no longer in"):
+        folder(root, "train", image_size=8)
