@@ -81,3 +81,22 @@ def test_bad_input_is_one_line_naming_the_file(case, checkpoint, images, tmp_pat
     named = {"missing image": "nope.png", "corrupt image": "broken.png", "wrong checkpoint": "other.pt",
              "missing checkpoint": "gone.pt"}[case]
     assert named in err[0]
+
+
+def test_reference_files_with_a_category(tmp_path: Path, images: Path) -> None:
+    """--reference DIR --category C loads the reference's six files (the paper model) and scores images."""
+    from test_checkpoints import SECTION_FILES, parse_reference_keys
+
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    generator = torch.Generator().manual_seed(1)
+    for section, keys in parse_reference_keys().items():
+        for stem in SECTION_FILES[section]:
+            state = {name: torch.randn(shape, generator=generator) * 0.02 for name, shape in keys.items()}
+            torch.save(state, reference / f"{stem}.pckl")
+    one = images / "part0.png"
+    out = tmp_path / "out"
+    assert main([str(one), "--reference", str(reference), "--category", "bottle", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert len(rows) == 1 and 0.0 <= float(rows[0]["image_score"]) <= 1.0
+    assert main([str(one), "--reference", str(reference), "--category", "cable", "--out", str(tmp_path / "o2")]) == 2
