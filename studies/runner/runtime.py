@@ -33,8 +33,9 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
 REMOTE_RESULTS = "/home/ubuntu/dsr-results"  # default storage on the head of cluster/aws.yaml (ssh_user ubuntu)
 DASHBOARD_PORT = 8265
-# Kept out of the Ray Jobs upload of the project (Ray also honours the project's .gitignore).
-UPLOAD_EXCLUDES = (".venv", ".git", "**/__pycache__", "*.egg-info", "results", "data", ".pytest_cache")
+# Kept out of the Ray Jobs upload of the project (Ray also honours the project's .gitignore). Anchored with "/":
+# Ray's gitignore-style patterns match at any depth otherwise, and a bare "data" also drops the package dsr/data/.
+UPLOAD_EXCLUDES = ("/.venv", "/.git", "**/__pycache__", "*.egg-info", "/results", "/data", ".pytest_cache")
 
 
 # --------------------------------------------------------------------------------------------- local Ray

@@ -90,3 +90,34 @@ def test_kuberay_manifest_is_a_rayjob_with_token_auth_and_gpu_workers() -> None:
     worker = cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     assert worker["resources"]["limits"]["nvidia.com/gpu"] >= 1
     assert worker["image"].startswith(f"rayproject/ray:{ray.__version__}") and worker["image"].endswith("-gpu")
+
+
+def test_kuberay_entrypoint_joins_its_own_cluster_by_the_harness_parser() -> None:
+    """The RayJob's study must join the KubeRay cluster (--address auto), not start a single-node Ray in the head
+    pod whose GPU trials would stay pending; parsed with the harness's own parser."""
+    import shlex
+
+    from studies.ablation import STUDY
+    from studies.runner.harness import build_parser
+
+    entrypoint = yaml.safe_load((CLUSTER_DIR / "kuberay.yaml").read_text())["spec"]["entrypoint"]
+    words = shlex.split(entrypoint.replace("<STUDY>", "ablation").replace("<BUCKET>", "bucket"))
+    assert words[:2] == ["python", "studies/ablation.py"]
+    args = build_parser(STUDY).parse_args(words[2:])
+    assert args.address == "auto" and args.cluster is None and args.storage.startswith("s3://")
+
+
+def test_ray_jobs_upload_ships_every_module(tmp_path: Path) -> None:
+    """What Ray's own packaging uploads with our excludes: every dsr/data module, nothing of /data or /results."""
+    import zipfile
+
+    from ray._private.runtime_env.packaging import _zip_files
+
+    from studies.runner.runtime import PROJECT_DIR, UPLOAD_EXCLUDES
+
+    out = tmp_path / "package.zip"
+    _zip_files(str(PROJECT_DIR), list(UPLOAD_EXCLUDES), str(out), include_gitignore=True)
+    shipped = set(zipfile.ZipFile(out).namelist())
+    modules = {p.relative_to(PROJECT_DIR).as_posix() for p in (PROJECT_DIR / "dsr").rglob("*.py")}
+    assert modules and modules <= shipped, sorted(modules - shipped)[:5]
+    assert not [n for n in shipped if n.startswith(("data/", "results/", ".venv/", ".git/"))]
