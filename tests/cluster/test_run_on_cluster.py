@@ -48,7 +48,7 @@ def test_plan_brings_up_or_reuses_tunnels_submits_and_fetches() -> None:
     assert list(submit.argv[dash + 1:]) == ["python", *STUDY]
     runtime_env = json.loads(submit.argv[submit.argv.index("--runtime-env-json") + 1])
     assert Path(runtime_env["working_dir"]) == rt.PROJECT_DIR
-    assert {".venv", ".git"} <= set(runtime_env["excludes"])
+    assert {"/.venv", "/.git", "/data", "/results"} <= set(runtime_env["excludes"])  # anchored: keeps dsr/data
     assert fetch.always and fetch.argv[-2:] == ("/home/ubuntu/dsr-results/", "/tmp/local-results/")
 
 
