@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from dsr.data.io import check_channel_order, check_image_size, header_size, read_image, read_mask
+from dsr.data.io import check_channel_order, check_image_size, decode_size, header_size, read_image, read_mask
 
 MVTEC_CATEGORIES = (
     "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw", "tile",
@@ -108,6 +108,13 @@ class AnomalyDataset(Dataset):
             if sample.label == 0:
                 mask.zero_()  # a normal image's mask is all zero by definition
         return {"image": image, "mask": mask, "label": sample.label, "path": str(sample.image_path)}
+
+    def check_decodes(self, index: int) -> None:
+        """Fully decode one sample's image and mask (not just the header): ValueError naming a corrupt file."""
+        sample = self.samples[index]
+        image_wh = decode_size(sample.image_path, "image")
+        if sample.mask_path is not None:
+            _check_same_size(sample, image_wh, decode_size(sample.mask_path, "mask"))
 
     def validate(self) -> None:
         """Check every file's header and structure (no decoding) and that each mask matches its image's size.

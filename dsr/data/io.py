@@ -66,6 +66,11 @@ def _decode(path: Path, what: str) -> Image.Image:
         raise ValueError(f"{what} {path} is corrupt or not an image: {error}") from error
 
 
+def decode_size(path: Path, what: str = "image") -> tuple[int, int]:
+    """Decode the whole file (a truncated or corrupt one fails here, not in a trial); its (width, height)."""
+    return _decode(Path(path), what).size
+
+
 def _to_uint8_array(im: Image.Image, mode: str) -> np.ndarray:
     """An 8-bit array in `mode` ("RGB" or "L"); 16-bit and float images are scaled down, not clipped."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):

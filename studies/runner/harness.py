@@ -169,17 +169,38 @@ def validate_space(space: dict[str, Any], study: Study, args: argparse.Namespace
 
 
 def check_data(data_root: str, categories: list[str], args: argparse.Namespace) -> None:
-    """List each category's train and test files (no decoding): a wrong layout stops here, not in a trial."""
+    """Build each category's train and test split (a wrong layout stops here) and decode every image and mask once
+    (a corrupt file stops here, named, not inside a trial after stage 1); a progress bar on stderr."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
     from dsr.config import preset
     from dsr.data import build_dataset
 
     config = preset(args.preset)
+    datasets = []
     for category in categories:
         for split in ("train", "test"):
             try:
-                build_dataset(args.dataset, data_root, category, split, config.image_size)
+                datasets.append(build_dataset(args.dataset, data_root, category, split, config.image_size))
             except (ValueError, FileNotFoundError) as error:
                 raise StudyError(str(error).splitlines()[0]) from error
+    work = [(dataset, index) for dataset in datasets for index in range(len(dataset))]
+    with ThreadPoolExecutor(max_workers=4) as pool, tqdm(total=len(work), desc="checking images", unit="img",
+                                                          disable=not sys.stderr.isatty()) as bar:
+        for outcome in pool.map(lambda item: _try_decode(*item), work):
+            bar.update(1)
+            if outcome is not None:
+                raise StudyError(outcome)
+
+
+def _try_decode(dataset, index: int) -> str | None:
+    try:
+        dataset.check_decodes(index)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        return str(error).splitlines()[0]
+    return None
 
 
 def run_study(study: Study, argv: list[str] | None = None) -> int:

@@ -34,13 +34,28 @@ CASES = {
     "not a config field": ("ablation", ["--set", "no_such_field=1"], ["--set", "no_such_field"]),
     "unreachable --address": ("ablation", ["--address", "127.0.0.1:1"], ["--address", "127.0.0.1:1"]),
     "malformed --address": ("ablation", ["--address", "nowhere"], ["--address", "nowhere"]),
+    "corrupt PNG in train/good": ("ablation", ["--dataset", "folder", "--data", "{tmp}/parts"],
+                                  ["parts/train/good/broken.png", "corrupt"]),
+    "search fraction out of range": ("sampling", ["--search-fraction", "1.5"], ["--search-fraction", "1.5"]),
 }
+
+
+def _parts_with_a_corrupt_png(root: Path) -> None:
+    """A user folder (MVTec layout, no masks) whose train/good holds one PNG that is cut off after its header."""
+    import numpy as np
+    from PIL import Image
+
+    for name in ("train/good/0.png", "train/good/1.png", "test/good/0.png", "test/bad/0.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((16, 16, 3), 120, np.uint8)).save(root / name)
+    (root / "train/good/broken.png").write_bytes((root / "train/good/0.png").read_bytes()[:60])
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_one_line_before_any_trial(case: str, start_study, tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text(BROKEN_YAML)
     (tmp_path / "invalid.yaml").write_text(INVALID_CLUSTER)
+    _parts_with_a_corrupt_png(tmp_path / "parts")
     study, args, words = CASES[case]
     storage = tmp_path / "storage"
     started = time.monotonic()
