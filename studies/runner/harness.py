@@ -224,6 +224,7 @@ def run_study(study: Study, argv: list[str] | None = None) -> int:
         if not args.resume and _has_results(args.storage, name):
             raise StudyError(f"{experiment_dir} already holds an experiment: pass --resume to continue it, or "
                              f"--name NEW for a new one (nothing was changed)")
+        check_resume_options(args, experiment_dir)
     except (StudyError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -243,6 +244,61 @@ def run_study(study: Study, argv: list[str] | None = None) -> int:
         print(f"{study.name}: {errors} trial(s) failed; see the errors above and {experiment_dir}", file=sys.stderr)
         return 1
     return 0
+
+
+OPTIONS_FILE = "study_options.json"
+# Options that say where and how to run, not what: never compared on --resume.
+PLACE_OPTIONS = {"cluster", "address", "storage", "name", "resume", "dry_run", "down"}
+# What a resumed experiment can take on: the trainable is re-wrapped with new resources and intervals.
+RESUMABLE_OPTIONS = {"cpus_per_trial", "gpus_per_trial", "report_every", "checkpoint_every", "no_report"}
+
+
+def study_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options that decide what a study runs (saved with the experiment as study_options.json)."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in PLACE_OPTIONS}
+
+
+def check_resume_options(args: argparse.Namespace, experiment_dir: str) -> None:
+    """On --resume, compare with the saved options: those Tune can take on (resources, report/checkpoint
+    intervals) are applied, any other difference is refused, listed in one line (never silently ignored)."""
+    import json
+
+    if not args.resume:
+        return
+    filesystem, path = _storage_path(experiment_dir, OPTIONS_FILE)
+    if filesystem.get_file_info(path).type.name != "File":
+        return  # an experiment from before options were saved: nothing to compare with
+    with filesystem.open_input_stream(path) as stream:
+        saved = json.loads(stream.read().decode())
+    current = json.loads(json.dumps(study_options(args), default=str))
+    changed = [k for k in sorted(set(saved) | set(current))
+               if saved.get(k) != current.get(k) and k not in RESUMABLE_OPTIONS]
+    if changed:
+        listed = "; ".join(f"--{k.replace('_', '-')}: saved {saved.get(k)!r}, now {current.get(k)!r}"
+                           for k in changed)
+        raise StudyError(f"--resume cannot change what {experiment_dir} runs ({listed}); resume with the saved "
+                         f"options, or start a new experiment with --name")
+
+
+def save_study_options(args: argparse.Namespace, experiment_dir: str) -> None:
+    """Write study_options.json into a new experiment (called once Ray is up, just before the tuner starts)."""
+    import json
+
+    if args.resume:
+        return
+    filesystem, path = _storage_path(experiment_dir, OPTIONS_FILE)
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with filesystem.open_output_stream(path) as stream:
+        stream.write(json.dumps(study_options(args), indent=1, default=str).encode())
+
+
+def _storage_path(experiment_dir: str, file_name: str):
+    """(pyarrow filesystem, path) of a file in the experiment's folder, a local path or a URI."""
+    from pyarrow import fs as pafs
+
+    location = experiment_dir if "://" in experiment_dir else str(Path(experiment_dir).resolve())
+    filesystem, folder = pafs.FileSystem.from_uri(location)
+    return filesystem, f"{folder}/{file_name}"
 
 
 SPLIT_FILE = "test_split.json"

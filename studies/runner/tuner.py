@@ -43,6 +43,9 @@ def run_tuner(study: Study, args: argparse.Namespace, space: dict[str, Any], cat
                            checkpoint_every=args.checkpoint_every, test_split=test_split,
                            interim_eval=study.searcher is not None or study.scheduler is not None)
     start_ray(args)
+    from studies.runner.harness import save_study_options
+
+    save_study_options(args, f"{storage.rstrip('/')}/{name}")
     coordinator = Stage1Coordinator.options(name=settings.coordinator, get_if_exists=True).remote()
     try:
         trainable = make_trainable(args, settings)
