@@ -14,7 +14,7 @@ from dsr.data.ksdd2 import ksdd2
 from dsr.data.mvtec import check_root, folder, looks_like_category, mvtec, subfolders
 
 DATASET_KINDS = ("mvtec", "ksdd2", "folder", "demo")
-_EXTRA_OPTIONS = {"mvtec": {"antialias"}, "demo": {"antialias"}, "folder": {"antialias"},
+_EXTRA_OPTIONS = {"mvtec": {"antialias"}, "demo": {"antialias"}, "folder": {"antialias", "train_fraction"},
                   "ksdd2": {"antialias", "supervised_count"}}
 
 

@@ -148,17 +148,21 @@ def mvtec(
 
 
 def folder(
-    root: Path | str, split: str, image_size: int = 256, channel_order: str = "rgb", antialias: bool = True
+    root: Path | str, split: str, image_size: int = 256, channel_order: str = "rgb", antialias: bool = True,
+    train_fraction: float | None = None,
 ) -> AnomalyDataset:
     """A user folder in the MVTec layout without the category level (see the module docstring). Its category is
-    named after the folder. Raises like `mvtec`, and says so when `root` holds category folders instead."""
+    named after the folder. A flat folder (good/ beside bad/) is split seeded, `train_fraction` (default 0.8) of
+    its good images for training (see dsr.data.flat). Raises like `mvtec`, and says so when `root` holds category
+    folders instead."""
     root = check_root(root)
     check_split(split)
-    from dsr.data.flat import flat_samples, looks_flat
+    from dsr.data.flat import DEFAULT_TRAIN_FRACTION, flat_samples, looks_flat
 
     if not looks_like_category(root) and looks_flat(root):  # good/ beside bad/ (or named defect folders)
         category = root.resolve().name
-        return AnomalyDataset(flat_samples(root, split, category), image_size, channel_order, antialias,
+        fraction = DEFAULT_TRAIN_FRACTION if train_fraction is None else train_fraction
+        return AnomalyDataset(flat_samples(root, split, category, fraction), image_size, channel_order, antialias,
                               name=f"{category}/{split}")
     if not looks_like_category(root):
         nested = [p.name for p in subfolders(root) if looks_like_category(p)]

@@ -334,3 +334,9 @@ def test_flat_split_missing_train_image_is_named(tmp_path: Path) -> None:
     first.unlink()
     with pytest.raises(ValueError, match=re.escape(first.name) + ".*no longer in"):
         folder(root, "train", image_size=8)
+
+
+def test_flat_train_fraction_is_an_option(tmp_path: Path) -> None:
+    root = _flat(tmp_path / "parts", good=10)
+    train = build_dataset("folder", root, None, "train", 8, train_fraction=0.5)
+    assert len(train.samples) == 5
