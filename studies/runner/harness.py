@@ -310,22 +310,19 @@ def search_split(study: Study, args: argparse.Namespace, data_root: str, categor
     defect type) and saved with the experiment, so a resumed or re-reported study uses the same one."""
     import json
 
-    from pyarrow import fs as pafs
-
     from dsr.config import preset
     from dsr.data import build_dataset
     from dsr.evaluation.records import test_image_name
     from dsr.evaluation.split import split_document, split_test_set
 
-    location = experiment_dir if "://" in experiment_dir else str(Path(experiment_dir).resolve())
-    filesystem, folder = pafs.FileSystem.from_uri(location)
-    path = f"{folder}/{SPLIT_FILE}"
-    if filesystem.get_file_info(path).type == pafs.FileType.File:
+    filesystem, path = _storage_path(experiment_dir, SPLIT_FILE)
+    folder = path.rsplit("/", 1)[0]
+    if filesystem.get_file_info(path).type.name == "File":
         with filesystem.open_input_stream(path) as stream:
             saved = json.loads(stream.read().decode())
         missing = [c for c in categories if c not in saved["categories"]]
         if missing:
-            raise StudyError(f"{location}/{SPLIT_FILE} has no split for {', '.join(missing)}")
+            raise StudyError(f"{experiment_dir}/{SPLIT_FILE} has no split for {', '.join(missing)}")
         return {c: saved["categories"][c] for c in categories}
     size = preset(args.preset).image_size
     splits = {}
