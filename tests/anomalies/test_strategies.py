@@ -173,3 +173,32 @@ def test_unknown_strategy_lists_known_names() -> None:
 def test_register_rejects_duplicates() -> None:
     with pytest.raises(ValueError, match="uniform"):
         register("uniform")(type("Again", (SamplingStrategy,), {}))
+
+
+@pytest.mark.parametrize(("weights", "expected"), [([1, 0], "similarity_bound"), ([0, 1], "uniform")])
+def test_mixture_with_all_weight_on_one_strategy_gives_its_windows(weights, expected) -> None:
+    k, n = 256, 400
+    mixed = make_strategy(DSRConfig(sampling_strategy="mixture",
+                                    sampling_params={"strategies": ["similarity_bound", "uniform"],
+                                                     "weights": weights}))
+    alone = make_strategy(DSRConfig(sampling_strategy=expected))
+    low, high = mixed.rank_windows(k, n, torch.Generator().manual_seed(0))
+    ref_low, ref_high = alone.rank_windows(k, n, torch.Generator().manual_seed(1))
+    assert torch.equal(low, ref_low)  # the same window law: fixed low, and high over the same range
+    assert int(high.min()) >= int(ref_high.min()) - 8 and int(high.max()) <= k
+
+
+def test_mixture_draws_each_strategy_in_proportion() -> None:
+    mixed = make_strategy(DSRConfig(sampling_strategy="mixture", sampling_params={
+        "strategies": ["similarity_bound", "uniform"], "weights": [3, 1]}))
+    low, _ = mixed.rank_windows(4096, 4000, torch.Generator().manual_seed(0))
+    uniform_share = float((low == 0).double().mean())  # uniform's windows start at rank 0, the bound's at 5% of K
+    assert 0.2 < uniform_share < 0.3
+
+
+@pytest.mark.parametrize(("params", "field"), [({"strategies": ["softmax_distance"]}, "strategies"),
+                                                ({"strategies": []}, "strategies"),
+                                                ({"weights": [1, -1]}, "weights"), ({"weights": [0, 0]}, "weights")])
+def test_mixture_parameters_are_checked(params, field) -> None:
+    with pytest.raises(ValueError, match=f"sampling_params.{field}"):
+        make_strategy(DSRConfig(sampling_strategy="mixture", sampling_params=params))
