@@ -5,7 +5,8 @@ or a plain grid over the registered strategies with --grid.
     python studies/sampling.py --grid --seeds 3
 Each category's test set is split once (seeded, stratified by defect type; --search-fraction) into a search part,
 the only images Optuna and ASHA see (interim evaluations at the same training iterations for every trial), and a
-report part, on which every trial is finally evaluated and which every table shows (report_<metric>).
+report part, on which every trial is finally evaluated and which every table shows (report_<metric>); --grid
+uses the same split, so a grid's winner and a search's are reported on the same images.
 """
 
 from ray import tune
@@ -86,7 +87,7 @@ def scheduler(args):
 
 
 STUDY = Study(name="sampling", description=__doc__, space=space, searcher=searcher, scheduler=scheduler,
-              add_arguments=add_arguments, default_categories=1)
+              add_arguments=add_arguments, default_categories=1, split_test=True)
 
 if __name__ == "__main__":
     main(STUDY)

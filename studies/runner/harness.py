@@ -35,6 +35,8 @@ class Study:
     default_categories: int | None = None  # with no --categories: the first N of the dataset (None: all)
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
     notes: list[str] = field(default_factory=list)
+    # Split each test set into a search and a report part (searched studies always; grids where the study says so)
+    split_test: bool = False
 
 
 class StudyError(ValueError):
@@ -233,7 +235,9 @@ def run_study(study: Study, argv: list[str] | None = None) -> int:
     from studies.runner.tuner import run_tuner
 
     try:
-        test_split = search_split(study, args, data_root, categories, experiment_dir) if count == 0 else None
+        searched = count == 0
+        test_split = (search_split(study, args, data_root, categories, experiment_dir)
+                      if searched or study.split_test else None)
         errors = run_tuner(study, args, space, categories, name, test_split)
     except StudyError as error:  # raised only before the tuner starts (e.g. --address unreachable)
         print(f"error: {error}", file=sys.stderr)
