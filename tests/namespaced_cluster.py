@@ -208,6 +208,8 @@ def _node_env(extra: Mapping[str, str] | None) -> dict[str, str]:
         # often someone else's doing, so the test cluster leaves out-of-memory handling to the kernel.
         RAY_memory_monitor_refresh_ms="0",
         PYTHONPATH=os.pathsep.join(pythonpath),
+        # the environment's bin first, as cluster/aws.yaml activates its venv: `python` in a job is that Python
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)]),
         OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
     )
     env.update(extra or {})

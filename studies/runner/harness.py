@@ -49,6 +49,9 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
     where.add_argument("--cluster", metavar="FILE", help="Ray cluster launcher file: bring it up (or reuse it), "
                        "run the study there through Ray Jobs, bring the results back")
     where.add_argument("--address", metavar="ADDR", help="an existing Ray cluster (host:port or ray://...)")
+    parser.add_argument("--dry-run", action="store_true", help="with --cluster: check everything, print the "
+                        "commands and every file of the package that would be uploaded; start nothing")
+    parser.add_argument("--down", action="store_true", help="with --cluster: tear the cluster down at the end")
     parser.add_argument("--preset", default="small", help="DSR preset: small (default), paper or tiny")
     parser.add_argument("--dataset", default="demo", choices=["mvtec", "ksdd2", "folder", "demo"])
     parser.add_argument("--data", metavar="PATH", help="dataset root (default for demo: data/demo, built on use)")
@@ -365,33 +368,9 @@ def _build_report(experiment_dir: str) -> None:
 
 
 def _run_on_cluster(study: Study, args: argparse.Namespace, argv: list[str]) -> int:
-    from studies.runner.runtime import REMOTE_RESULTS, is_remote_storage, load_cluster_file, run_on_cluster
+    from studies.runner.launch import run_cluster_command
 
-    load_cluster_file(args.cluster)  # one-line ValueError before anything starts
-    remote_argv = _without_option(argv, "--cluster")
-    storage = args.storage if is_remote_storage(args.storage) else REMOTE_RESULTS
-    remote_argv = _without_option(remote_argv, "--storage") + ["--storage", storage, "--address", "auto"]
-    local_results = args.storage if not is_remote_storage(args.storage) else str(DEFAULT_STORAGE)
-    code = run_on_cluster(args.cluster, [f"studies/{study.name}.py", *remote_argv], local_results, storage=storage)
-    if code == 0 and not args.no_report:
-        _build_report(_experiment_dir(local_results if not is_remote_storage(storage) else storage,
-                                      args.name or study.name))
-    return code
-
-
-def _without_option(argv: list[str], option: str) -> list[str]:
-    out, skip = [], False
-    for i, item in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        if item == option:
-            skip = True
-            continue
-        if item.startswith(option + "="):
-            continue
-        out.append(item)
-    return out
+    return run_cluster_command(study.name, args, argv)  # checks raise ValueError (one line) before anything starts
 
 
 def main(study: Study) -> None:

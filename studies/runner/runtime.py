@@ -1,29 +1,24 @@
-"""Where a study's Ray runs: an embedded local Ray on loopback, an existing cluster, or a launcher cluster.
+"""Where a study's Ray runs: an embedded local Ray on loopback, or an existing cluster; and what ships to it.
 
 The harness picks one per command line:
 - no flag: `init_local_ray()` starts a fresh embedded Ray whose every server listens on 127.0.0.1 only;
-- `--address ADDR`: `connect(ADDR)` joins a running cluster (checked reachable first, errors in one line);
-- `--cluster FILE`: `run_on_cluster(FILE, study_argv, results_dir)` brings the launcher cluster up (or reuses it),
-  submits the study through Ray Jobs, streams its output and brings the results back.
+- `--address ADDR`: `connect(ADDR)` joins a running cluster (checked reachable first, errors in one line) and,
+  unless the study already runs as a Ray job, ships the project to it as the job's working_dir;
+- `--cluster FILE`: studies.runner.launch brings a launcher cluster up and submits the study through Ray Jobs
+  (`load_cluster_file` here checks the file first).
 
-`run_on_cluster` only executes a list of commands that the pure function `plan_cluster_run` builds, so the exact
-sequence (`ray up`, the dashboard tunnel, `ray job submit`, `ray rsync-down`) is unit-tested without a cloud.
+The project reaches other nodes one way only: Ray's working_dir package of the repository (`project_runtime_env`),
+with the anchored `UPLOAD_EXCLUDES`; the nodes themselves only hold the dependencies (cluster/aws.yaml).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
+import io
 import logging
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +26,31 @@ import yaml
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
-REMOTE_RESULTS = "/home/ubuntu/dsr-results"  # default storage on the head of cluster/aws.yaml (ssh_user ubuntu)
 DASHBOARD_PORT = 8265
 # Kept out of the Ray Jobs upload of the project (Ray also honours the project's .gitignore). Anchored with "/":
 # Ray's gitignore-style patterns match at any depth otherwise, and a bare "data" also drops the package dsr/data/.
 UPLOAD_EXCLUDES = ("/.venv", "/.git", "**/__pycache__", "*.egg-info", "/results", "/data", ".pytest_cache")
+# Set by Ray's job manager in the environment of a job's driver: its runtime env (working_dir) already applies.
+_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def project_runtime_env(project_dir: str | os.PathLike[str] = PROJECT_DIR) -> dict[str, Any]:
+    """The Ray runtime env that ships this project to every node: its folder as working_dir, anchored excludes.
+
+    Ray packages the folder itself (and honours .gitignore), puts the package on every node that runs a task of
+    the job and makes it the working directory and first sys.path entry there, so `import dsr` works on nodes
+    that only have the dependencies installed.
+    """
+    return {
+        "working_dir": str(Path(project_dir).resolve()),
+        "excludes": list(UPLOAD_EXCLUDES),
+        "env_vars": {"PYTHONUNBUFFERED": "1"},
+    }
+
+
+def in_ray_job() -> bool:
+    """Whether this process is the driver of a submitted Ray job (whose runtime env already ships the project)."""
+    return _JOB_CONFIG_ENV in os.environ
 
 
 # --------------------------------------------------------------------------------------------- local Ray
@@ -101,10 +116,12 @@ def _is_loopback(ip: str) -> bool:
 # ----------------------------------------------------------------------------------------- existing cluster
 
 
-def connect(address: str, timeout_s: float = 5.0) -> None:
+def connect(address: str, timeout_s: float = 5.0, ship_project: bool = True) -> None:
     """Join the running Ray cluster at `address`: "host:port" (GCS), "ray://host:port" (Ray Client) or "auto".
 
-    A "host:port" is first checked to accept TCP connections, so a wrong address fails in seconds. Raises
+    A "host:port" is first checked to accept TCP connections, so a wrong address fails in seconds. Unless this
+    process is already a Ray job's driver, the project ships with it (`project_runtime_env`): the cluster's
+    nodes need not have it, and always run the code of this checkout. Raises
     ValueError for a malformed address, ConnectionError (one line) when nothing answers or Ray refuses, e.g. a
     cluster with token authentication joined without RAY_AUTH_MODE=token and its token.
     """
@@ -118,8 +135,9 @@ def connect(address: str, timeout_s: float = 5.0) -> None:
                 socket.create_connection((host, port), timeout=timeout_s).close()
             except OSError as err:
                 raise ConnectionError(f"--address {address}: no Ray cluster answers there ({err})") from None
+    runtime_env = project_runtime_env() if ship_project and not in_ray_job() else None
     try:
-        ray.init(address=address, logging_level="WARNING")
+        ray.init(address=address, logging_level="WARNING", runtime_env=runtime_env)
     except ConnectionError as err:
         mode = os.environ.get("RAY_AUTH_MODE", "unset")
         raise ConnectionError(
@@ -159,16 +177,21 @@ def load_cluster_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"cluster file {path}: not valid YAML: {_one_line(_yaml_problem(err))}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"cluster file {path}: expected a mapping of Ray cluster fields, got {type(raw).__name__}")
-    util_logger = logging.getLogger("ray.autoscaler._private.util")
-    level = util_logger.level
-    util_logger.setLevel(logging.WARNING)  # prepare_config logs its defaults at INFO
+    # prepare_config logs its defaults at INFO, and prints that a file (not folder) mount is not kept in sync
+    # inside Docker containers (these clusters run none): keep both out of the study's output.
+    quiet = {"ray.autoscaler._private.util": logging.WARNING}
+    levels = {name: logging.getLogger(name).level for name in quiet}
+    for name, level in quiet.items():
+        logging.getLogger(name).setLevel(level)
     try:
-        prepared = prepare_config(copy.deepcopy(raw))
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            prepared = prepare_config(copy.deepcopy(raw))
         validate_config(prepared)
     except Exception as err:  # jsonschema.ValidationError, ValueError, KeyError, ...: all are a bad config here
         raise ValueError(f"cluster file {path}: fails Ray's cluster config validation: {_validation_problem(err)}") from None
     finally:
-        util_logger.setLevel(level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     return prepared
 
 
@@ -188,181 +211,3 @@ def _validation_problem(err: Exception) -> str:
 def _one_line(text: str, limit: int = 300) -> str:
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-# --------------------------------------------------------------------------------------- launcher cluster
-
-
-@dataclass(frozen=True)
-class Command:
-    """One step of a cluster run: a command line and how to run it."""
-
-    argv: tuple[str, ...]
-    purpose: str
-    env: Mapping[str, str] = field(default_factory=dict)  # added to the caller's environment
-    background: bool = False  # keeps running while the later steps run; ended (by pid) at the end
-    ready_port: int | None = None  # background only: wait until 127.0.0.1:port accepts connections
-    quiet: bool = False  # output is captured and dropped (the token command prints the token)
-    always: bool = False  # runs even after an earlier step failed (fetch results, tear down)
-
-
-def is_remote_storage(storage: str) -> bool:
-    """True for a URI such as s3://bucket/prefix (results are already off the cluster); False for a path."""
-    return "://" in storage
-
-
-def plan_cluster_run(
-    cluster_file: str | os.PathLike[str],
-    study_argv: Sequence[str],
-    local_results_dir: str | os.PathLike[str],
-    *,
-    storage: str = REMOTE_RESULTS,
-    submission_id: str,
-    project_dir: str | os.PathLike[str] = PROJECT_DIR,
-    local_port: int = DASHBOARD_PORT,
-    python: str = "python",
-    ray_cli: str = "ray",
-    down: bool = False,
-) -> list[Command]:
-    """The commands that run one study on the launcher cluster of `cluster_file`, in order. Pure: runs nothing.
-
-    1. `ray get-auth-token --generate`: make sure the local token exists (the cluster file mounts it on every node);
-    2. `ray up -y --no-restart FILE`: start the cluster, or reuse a running one without restarting Ray;
-    3. `ray dashboard --port P FILE` (background): an SSH tunnel to the head's loopback-only dashboard;
-    4. `ray job submit ... -- python STUDY_ARGV`: upload the project as the job's working_dir, run the study on the
-       head with RAY_AUTH_MODE=token, stream its output; exits non-zero when the study fails;
-    5. `ray rsync-down FILE STORAGE/ LOCAL/` when `storage` is a path on the head (nothing when it is s3://...);
-    6. `ray down -y FILE` when `down`.
-    `study_argv` is the study's command line without `--cluster` (e.g. ["studies/ablation.py", "--preset",
-    "small", ...]); it must make the study write its results to `storage`.
-    """
-    cluster_file = str(Path(cluster_file).resolve())
-    runtime_env = {
-        "working_dir": str(Path(project_dir).resolve()),
-        "excludes": list(UPLOAD_EXCLUDES),
-        "env_vars": {"PYTHONUNBUFFERED": "1"},
-    }
-    steps = [
-        Command((ray_cli, "get-auth-token", "--generate"), "make sure the Ray auth token exists", quiet=True),
-        Command((ray_cli, "up", "-y", "--no-restart", "--disable-usage-stats", cluster_file),
-                "start the cluster or reuse the running one"),
-        Command((ray_cli, "dashboard", "--port", str(local_port), cluster_file),
-                "tunnel the head's dashboard (Ray Jobs API) to this machine", background=True, ready_port=local_port),
-        Command(
-            (ray_cli, "job", "submit", "--address", f"http://{LOOPBACK}:{local_port}", "--submission-id",
-             submission_id, "--runtime-env-json", json.dumps(runtime_env, sort_keys=True), "--", python,
-             *study_argv),
-            "run the study as a Ray job and stream its output",
-            env={"RAY_AUTH_MODE": "token"},
-        ),
-    ]
-    if not is_remote_storage(storage):
-        steps.append(Command((ray_cli, "rsync-down", cluster_file, storage.rstrip("/") + "/",
-                              str(Path(local_results_dir).resolve()) + "/"),
-                             "copy the results from the head", always=True))
-    if down:
-        steps.append(Command((ray_cli, "down", "-y", cluster_file), "tear the cluster down", always=True))
-    return steps
-
-
-def execute_plan(steps: Sequence[Command], cwd: str | os.PathLike[str], ready_timeout_s: float = 120.0) -> int:
-    """Run `steps` in order in `cwd`; returns 0, or the exit code of the first failing step.
-
-    After a failure only the steps marked `always` still run. Background steps are ended at the end by their
-    process group (SIGTERM, then SIGKILL), also on an exception or Ctrl-C.
-    """
-    background: list[subprocess.Popen[bytes]] = []
-    status = 0
-    try:
-        for step in steps:
-            if status and not step.always:
-                continue
-            env = {**os.environ, **step.env}
-            if step.background:
-                proc = subprocess.Popen(step.argv, cwd=cwd, env=env, start_new_session=True)
-                background.append(proc)
-                if step.ready_port is not None and not _wait_for_port(step.ready_port, proc, ready_timeout_s):
-                    print(f"ray_runtime: {step.purpose} failed: 127.0.0.1:{step.ready_port} not open", file=sys.stderr)
-                    status = status or 1
-                continue
-            output = subprocess.DEVNULL if step.quiet else None
-            code = subprocess.run(step.argv, cwd=cwd, env=env, stdout=output, check=False).returncode
-            if code:
-                print(f"ray_runtime: {step.purpose} failed (exit {code}): {' '.join(step.argv[:4])} ...",
-                      file=sys.stderr)
-                status = status or code
-    finally:
-        for proc in background:
-            _end_process_group(proc)
-    return status
-
-
-def run_on_cluster(
-    cluster_file: str | os.PathLike[str],
-    study_argv: Sequence[str],
-    local_results_dir: str | os.PathLike[str],
-    *,
-    storage: str = REMOTE_RESULTS,
-    down: bool = False,
-) -> int:
-    """Run a study on the Ray cluster that `cluster_file` describes and bring its results into `local_results_dir`.
-
-    Checks the file first (one-line ValueError before anything starts), then executes `plan_cluster_run` from the
-    project directory. Returns the exit code: 0 when the study succeeded and its results were copied back.
-    """
-    load_cluster_file(cluster_file)
-    Path(local_results_dir).mkdir(parents=True, exist_ok=True)
-    ray_cli = Path(sys.executable).with_name("ray")
-    steps = plan_cluster_run(
-        cluster_file,
-        study_argv,
-        local_results_dir,
-        storage=storage,
-        submission_id=f"dsr-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
-        local_port=_free_local_port(),
-        ray_cli=str(ray_cli) if ray_cli.exists() else "ray",
-        down=down,
-    )
-    return execute_plan(steps, cwd=PROJECT_DIR)
-
-
-def _free_local_port() -> int:
-    """A TCP port on loopback that nothing listens on now (8265 may be a local Ray's own dashboard)."""
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
-    """Wait until 127.0.0.1:port accepts a connection; False if `proc` exits or the time runs out."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not _has_exited(proc):
-        try:
-            socket.create_connection((LOOPBACK, port), timeout=1.0).close()
-            return True
-        except OSError:
-            time.sleep(0.5)
-    return False
-
-
-def _has_exited(proc: subprocess.Popen[bytes]) -> bool:
-    """Whether `proc` has exited, without reaping it (its pid, and so its group id, stays reserved)."""
-    if proc.returncode is not None:
-        return True
-    return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-
-
-def _end_process_group(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
-    """End the process group that `proc` leads (started in its own session): SIGTERM, then SIGKILL what is left.
-
-    `proc` is reaped only at the very end, so until then its group id cannot name an unrelated process.
-    """
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and not _has_exited(proc):
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # children of the leader (the tunnel's ssh) may outlive it
-    proc.wait()

@@ -21,13 +21,36 @@ def test_aws_yaml_passes_ray_validation() -> None:
     assert workers and all(t["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot" for t in workers.values())
     assert all(t["resources"]["GPU"] >= 1 for t in workers.values())
     assert config["auth"]["ssh_user"] == "ubuntu"
-    assert "." in config["file_mounts"].values()  # the project itself is synced to every node
+    # S3 storage and data from the workers: they launch with an instance profile
+    assert all(t["node_config"]["IamInstanceProfile"] for t in workers.values())
 
 
-def test_aws_yaml_installs_the_project_with_the_client_ray_and_token_auth() -> None:
+def test_aws_yaml_ships_the_project_only_with_the_job() -> None:
+    """One way to ship: nodes get the dependency list and the token, never the code (the job's working_dir)."""
+    config = load_cluster_file(AWS)
+    assert set(config["file_mounts"].values()) == {"pyproject.toml", "~/.ray/auth_token"}
+    setup = "\n".join(config["setup_commands"])
+    assert "pip install" in setup and "-e " not in setup and "dsr-studies" not in setup
+    assert "/home/ubuntu/dsr-deps/pyproject.toml" in setup and "requirements.txt" in setup
+    assert {"/.venv", "/.git", "/data", "/results"} <= set(config["rsync_exclude"])  # anchored
+
+
+def test_aws_yaml_nodes_have_the_python_torch_and_ray_the_project_pins() -> None:
+    import re
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
     config = load_cluster_file(AWS)
     setup = "\n".join(config["setup_commands"])
-    assert "pip install" in setup and "dsr-studies" in setup
+    requires = SpecifierSet(tomllib.loads((CLUSTER_DIR.parent / "pyproject.toml").read_text())["project"]
+                            ["requires-python"])
+    pythons = set(re.findall(r"python(3\.\d+)", setup))
+    assert pythons and all(version in requires for version in pythons), (pythons, requires)
+    makefile = (CLUSTER_DIR.parent / "Makefile").read_text()
+    for package in ("torch", "torchvision"):
+        pinned = re.search(rf'"{package}==([^"]+)"', makefile).group(1)
+        assert f'"{package}=={pinned}"' in setup  # the nodes run the torch the Makefile pins
     assert f"ray[default,tune]=={ray.__version__}" in setup  # nodes run the Ray this client runs
     assert "~/.ray/auth_token" in config["file_mounts"].values()
     for start in (config["head_start_ray_commands"][-1], config["worker_start_ray_commands"][-1]):
@@ -81,7 +104,13 @@ def test_kuberay_manifest_is_a_rayjob_with_token_auth_and_gpu_workers() -> None:
     spec = manifest["spec"]
     assert spec["entrypoint"].startswith("python studies/")
     runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
-    assert runtime_env["working_dir"] and any(req.startswith("torch") for req in runtime_env["pip"])
+    assert runtime_env["working_dir"]
+    import re as _re
+
+    makefile = (CLUSTER_DIR.parent / "Makefile").read_text()
+    for package in ("torch", "torchvision"):  # the pods run the torch the Makefile pins
+        pinned = _re.search(rf'"{package}==([^"]+)"', makefile).group(1)
+        assert f"{package}=={pinned}" in runtime_env["pip"]
     cluster = spec["rayClusterSpec"]
     assert cluster["rayVersion"] == ray.__version__
     assert cluster["authOptions"]["mode"] == "token"
@@ -90,6 +119,16 @@ def test_kuberay_manifest_is_a_rayjob_with_token_auth_and_gpu_workers() -> None:
     worker = cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     assert worker["resources"]["limits"]["nvidia.com/gpu"] >= 1
     assert worker["image"].startswith(f"rayproject/ray:{ray.__version__}") and worker["image"].endswith("-gpu")
+    import re
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    requires = SpecifierSet(tomllib.loads((CLUSTER_DIR.parent / "pyproject.toml").read_text())["project"]
+                            ["requires-python"])
+    for image in (head["image"], worker["image"]):  # the images' Python satisfies requires-python
+        tag = re.search(r"-py3(\d+)", image).group(1)
+        assert f"3.{tag}" in requires, image
 
 
 def test_kuberay_entrypoint_joins_its_own_cluster_by_the_harness_parser() -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from namespaced_cluster import ClusterHandle, multinode_cluster, namespaces_available
-from studies.runner.runtime import plan_cluster_run
 
 TINY_STUDY = Path(__file__).with_name("tiny_study.py")
 CONNECT = "import os; from studies.runner.runtime import connect; connect(os.environ['RAY_ADDRESS'])"
@@ -55,16 +54,15 @@ def test_tune_trials_run_on_both_nodes(ray_cluster: ClusterHandle, tmp_path: Pat
 
 
 def test_ray_job_submit_step_runs_the_study_on_the_cluster(ray_cluster: ClusterHandle, tmp_path: Path) -> None:
-    """The `ray job submit` step of the --cluster plan, pointed at this cluster's dashboard instead of a tunnel."""
+    """The submit step of --cluster (JobSubmissionClient with the project as working_dir, its logs followed),
+    pointed at this cluster's dashboard instead of a tunnel."""
     storage = str(tmp_path / "job-results")
-    study_argv = [str(TINY_STUDY.relative_to(TINY_STUDY.parents[2])), storage, "2"]
-    steps = plan_cluster_run("cluster/aws.yaml", study_argv, tmp_path / "local", storage=storage,
-                             submission_id="dsr-multinode-test", python=sys.executable,
-                             ray_cli=str(Path(sys.executable).with_name("ray")))
-    (submit,) = [step for step in steps if step.argv[1:3] == ("job", "submit")]
-    argv = list(submit.argv)
-    argv[argv.index("--address") + 1] = ray_cluster.dashboard_url
-    run = ray_cluster.run_in_head(argv, env=dict(submit.env), timeout=300)
+    entrypoint = ["python", str(TINY_STUDY.relative_to(TINY_STUDY.parents[2])), storage, "2"]
+    code = (f"import sys; from studies.runner.launch import submit_and_follow; "
+            f"from studies.runner.runtime import project_runtime_env; "
+            f"sys.exit(submit_and_follow({ray_cluster.dashboard_url!r}, {entrypoint!r}, project_runtime_env(), "
+            f"'dsr-multinode-test'))")
+    run = ray_cluster.run_python_in_head(code, timeout=300)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     summary = _summary(run.stdout)  # the job's output was streamed back
     assert summary["errors"] == 0 and len(summary["nodes"]) == 2

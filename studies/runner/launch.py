@@ -1,0 +1,327 @@
+"""`--cluster FILE`: run a study on a Ray cluster launcher cluster from this machine, through Ray's Python APIs.
+
+Everything is checked locally before anything starts (the cluster file with Ray's own validation, the storage
+and data every node must reach), then, in order:
+1. the Ray auth token exists (`ray get-auth-token --generate`; the cluster file mounts it on every node);
+2. the cluster is started or reused without restarting Ray (`ray.autoscaler.sdk.create_or_update_cluster`);
+3. an SSH tunnel to the head's loopback-only dashboard (`ray dashboard --port P FILE`, in the background);
+4. the study is submitted as a Ray job (`JobSubmissionClient.submit_job`), the project shipped as its
+   working_dir (the one way the code reaches the nodes), and its output followed (`tail_job_logs`);
+5. with `--down` the cluster is torn down (`ray.autoscaler.sdk.teardown_cluster`); otherwise how to do it is
+   printed.
+`--dry-run` does the checks, builds the exact package Ray would upload (Ray's own packaging function), prints the
+steps above as commands and then every file of the package, one per line, and contacts nothing.
+
+Results never land on the head's disk: storage is a URI (s3://, gs://) or a path that every node mounts, so the
+study's trials, checkpoints and report are written there and read from there (`python -m reports s3://...`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from studies.runner.runtime import LOOPBACK, PROJECT_DIR, load_cluster_file, project_runtime_env
+from studies.runner.storage import SHARED_STORAGE_HELP, is_remote, is_uri
+
+DASHBOARD_PORT = 8265
+# Options of the local command line that mean nothing on the cluster (or are set there by the launcher).
+LOCAL_ONLY = {"--cluster": True, "--dry-run": False, "--down": False, "--storage": True, "--address": True}
+
+
+@dataclass(frozen=True)
+class ClusterRun:
+    """Everything one `--cluster` run does, decided and checked locally before anything starts."""
+
+    cluster_file: Path
+    config: dict[str, Any] = field(repr=False)  # validated by Ray, local file_mounts made absolute
+    entrypoint: tuple[str, ...]  # the study's command line on the head
+    storage: str
+    experiment: str  # STORAGE/NAME
+    runtime_env: dict[str, Any] = field(repr=False)
+    submission_id: str
+    down: bool
+
+    def commands(self, local_port: int = DASHBOARD_PORT) -> list[str]:
+        """The run's steps as the equivalent shell commands, in order (what --dry-run prints)."""
+        ray_file = shlex.quote(str(self.cluster_file))
+        submit = ["ray", "job", "submit", "--address", f"http://{LOOPBACK}:{local_port}", "--submission-id",
+                  self.submission_id, "--working-dir", self.runtime_env["working_dir"], "--runtime-env-json",
+                  _json({k: v for k, v in self.runtime_env.items() if k != "working_dir"}), "--",
+                  *self.entrypoint]
+        steps = [
+            f"cd {shlex.quote(str(PROJECT_DIR))}  # file_mounts in the cluster file are relative to the project",
+            "ray get-auth-token --generate > /dev/null",
+            f"ray up -y --no-restart --disable-usage-stats {ray_file}",
+            f"ray dashboard --port {local_port} {ray_file} &",
+            f"RAY_AUTH_MODE=token {shlex.join(submit)}",
+        ]
+        if self.down:
+            steps.append(f"ray down -y {ray_file}")
+        return steps
+
+    def teardown_hint(self) -> str:
+        return f"the cluster keeps running (and billing): tear it down with `ray down -y {self.cluster_file}`"
+
+
+def prepare_cluster_run(study_name: str, args: argparse.Namespace, argv: Sequence[str]) -> ClusterRun:
+    """Check a `--cluster` command line and decide what runs; ValueError (one line) for anything wrong.
+
+    - the cluster file passes Ray's own validation (`load_cluster_file`);
+    - `--storage` is a URI (s3://, gs://) or an absolute path given explicitly, which must be a filesystem every
+      node mounts (checked again on the cluster, on every node, before any trial); never this machine's folder;
+    - `--data`, when given, is a URI (synced to each node) or an absolute path on the cluster;
+    - `--address` makes no sense with `--cluster` (the study joins the cluster it runs on).
+    """
+    cluster_file = Path(args.cluster).expanduser().resolve()
+    config = _absolute_file_mounts(load_cluster_file(cluster_file), PROJECT_DIR)
+    argv = list(argv)
+    storage = str(args.storage)
+    if not is_remote(storage):
+        given = any(item == "--storage" or item.startswith("--storage=") for item in argv)
+        if not given or is_uri(storage) or not storage.startswith("/"):
+            raise ValueError(f"--cluster {args.cluster}: --storage {storage} is a folder on this machine, which "
+                             f"the cluster's nodes cannot reach; {SHARED_STORAGE_HELP}")
+    for option in ("data", "stage1_data", "stage1_checkpoint"):
+        value = getattr(args, option, None)
+        if value and not is_remote(value) and not str(value).startswith("/"):
+            flag = "--" + option.replace("_", "-")
+            raise ValueError(f"--cluster {args.cluster}: {flag} {value} is a relative path on this machine; give "
+                             f"an s3:// URI or an absolute path that every node of the cluster mounts")
+    remote_argv = _without_options(argv, LOCAL_ONLY)
+    entrypoint = ("python", f"studies/{study_name}.py", *remote_argv, "--storage", storage, "--address", "auto")
+    name = getattr(args, "name", None) or study_name
+    return ClusterRun(
+        cluster_file=cluster_file,
+        config=config,
+        entrypoint=entrypoint,
+        storage=storage,
+        experiment=f"{storage.rstrip('/')}/{name}",
+        runtime_env=project_runtime_env(),
+        submission_id=f"dsr-{study_name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+        down=bool(getattr(args, "down", False)),
+    )
+
+
+def package_files(runtime_env: dict[str, Any]) -> list[str]:
+    """Every file of the working_dir package Ray would upload, built by Ray's own packaging function."""
+    from ray._private.runtime_env.packaging import create_package
+    from ray._private.ray_constants import RAY_RUNTIME_ENV_IGNORE_GITIGNORE
+
+    include_gitignore = os.environ.get(RAY_RUNTIME_ENV_IGNORE_GITIGNORE, "0") != "1"  # as JobSubmissionClient
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "package.zip"
+        create_package(runtime_env["working_dir"], target, include_gitignore=include_gitignore,
+                       excludes=list(runtime_env.get("excludes", [])), logger=_quiet_logger())
+        with zipfile.ZipFile(target) as package:
+            return sorted(name for name in package.namelist() if not name.endswith("/"))
+
+
+def dry_run(run: ClusterRun, out=None) -> int:
+    """Print the commands in order, then every file of the package, one per line; contacts nothing."""
+    out = out or sys.stdout
+    files = package_files(run.runtime_env)
+    print(f"# dry run: nothing was started. --cluster {run.cluster_file} runs, in order:", file=out)
+    for command in run.commands():
+        print(command, file=out)
+    if not run.down:
+        print(f"# then {run.teardown_hint()} (or pass --down)", file=out)
+    print(f"# results: {run.experiment}; report: python -m reports {run.experiment}", file=out)
+    print(f"# the package Ray uploads as the job's working_dir ({len(files)} files):", file=out)
+    for name in files:
+        print(name, file=out)
+    return 0
+
+
+def run_cluster_command(study_name: str, args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """`--cluster FILE [--dry-run] [--down]` of a study: check, then dry-run or launch. Returns the exit code."""
+    run = prepare_cluster_run(study_name, args, argv)
+    if getattr(args, "dry_run", False):
+        return dry_run(run)
+    return launch(run)
+
+
+def launch(run: ClusterRun) -> int:
+    """Bring the cluster up (or reuse it), submit the study, follow it; tear down with --down. Exit code."""
+    from ray.autoscaler import sdk
+
+    ensure_auth_token()
+    print(f"cluster: starting or reusing {run.cluster_file} (ray up)", flush=True)
+    sdk.create_or_update_cluster(run.config, no_restart=True)
+    code = 1
+    try:
+        port = _free_local_port()
+        with dashboard_tunnel(run.cluster_file, port):
+            code = submit_and_follow(f"http://{LOOPBACK}:{port}", run.entrypoint, run.runtime_env,
+                                     run.submission_id)
+        if code == 0:
+            print(f"results: {run.experiment}; report: python -m reports {run.experiment}", flush=True)
+    finally:
+        if run.down:
+            print(f"cluster: tearing down {run.cluster_file}", flush=True)
+            sdk.teardown_cluster(run.config)
+        else:
+            print(f"cluster: {run.teardown_hint()} (or pass --down)", flush=True)
+    return code
+
+
+def submit_and_follow(address: str, entrypoint: Sequence[str], runtime_env: dict[str, Any],
+                      submission_id: str) -> int:
+    """Submit `entrypoint` as a Ray job to the Jobs API at `address`, print its output as it comes; 0 on success.
+
+    Token authentication: with RAY_AUTH_MODE=token the client sends the local token (~/.ray/auth_token or
+    RAY_AUTH_TOKEN). Ctrl-C stops following, not the job (its id is printed to stop it).
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    job = client.submit_job(entrypoint=shlex.join(entrypoint), runtime_env=runtime_env,
+                            submission_id=submission_id)
+    print(f"job {job} submitted to {address}", flush=True)
+
+    async def follow() -> None:
+        async for lines in client.tail_job_logs(job):
+            print(lines, end="", flush=True)
+
+    try:
+        asyncio.run(follow())
+    except KeyboardInterrupt:
+        print(f"\nstopped following; the job goes on (stop it: ray job stop --address {address} {job})")
+        return 130
+    status = client.get_job_status(job)
+    while not status.is_terminal():  # the log stream can end just before the status is final
+        time.sleep(1.0)
+        status = client.get_job_status(job)
+    if status != JobStatus.SUCCEEDED:
+        message = client.get_job_info(job).message or ""
+        print(f"job {job} {status.value.lower()}: {' '.join(message.split())[:300]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def ensure_auth_token() -> None:
+    """Create ~/.ray/auth_token when there is no token yet (the cluster file mounts it on every node)."""
+    from ray._private.authentication.authentication_token_setup import generate_and_save_token
+    from ray._raylet import AuthenticationTokenLoader
+
+    loader = AuthenticationTokenLoader.instance()
+    if not loader.has_token(ignore_auth_mode=True):
+        generate_and_save_token()
+        loader.reset_cache()
+
+
+@contextlib.contextmanager
+def dashboard_tunnel(cluster_file: Path, port: int, timeout_s: float = 120.0):
+    """`ray dashboard --port PORT FILE` in the background (an SSH tunnel to the head's loopback dashboard) while
+    the block runs; ended by its process group afterwards. The autoscaler SDK has no non-blocking tunnel."""
+    ray_cli = Path(sys.executable).with_name("ray")
+    argv = [str(ray_cli) if ray_cli.exists() else "ray", "dashboard", "--port", str(port), str(cluster_file)]
+    proc = subprocess.Popen(argv, cwd=PROJECT_DIR, start_new_session=True)
+    try:
+        if not _wait_for_port(port, proc, timeout_s):
+            raise RuntimeError(f"the dashboard tunnel ({shlex.join(argv)}) did not open {LOOPBACK}:{port}")
+        yield
+    finally:
+        _end_process_group(proc)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _absolute_file_mounts(config: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The cluster config with relative local file_mounts sources resolved against the project, not the cwd."""
+    mounts = {}
+    for remote, local in (config.get("file_mounts") or {}).items():
+        local = str(local)
+        if not local.startswith(("/", "~")):
+            local = str((base / local).resolve())
+        mounts[remote] = local
+    return {**config, "file_mounts": mounts}
+
+
+def _without_options(argv: Sequence[str], options: dict[str, bool]) -> list[str]:
+    """`argv` without the given options; True: the option takes a value (`--opt V` or `--opt=V`)."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        flag = item.split("=", 1)[0]
+        if flag in options:
+            skip = options[flag] and "=" not in item
+            continue
+        out.append(item)
+    return out
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True)
+
+
+def _quiet_logger():
+    import logging
+
+    logger = logging.getLogger("dsr.launch.packaging")
+    logger.setLevel(logging.WARNING)
+    return logger
+
+
+def _free_local_port() -> int:
+    """A TCP port on loopback that nothing listens on now (8265 may be a local Ray's own dashboard)."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait until 127.0.0.1:port accepts a connection; False if `proc` exits or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not _has_exited(proc):
+        try:
+            socket.create_connection((LOOPBACK, port), timeout=1.0).close()
+            return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def _has_exited(proc: subprocess.Popen) -> bool:
+    """Whether `proc` has exited, without reaping it (its pid, and so its group id, stays reserved)."""
+    if proc.returncode is not None:
+        return True
+    return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _end_process_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """SIGTERM the group `proc` leads, then SIGKILL what is left (the tunnel's ssh may outlive its parent).
+    `proc` is reaped only at the very end, so its group id cannot name an unrelated process meanwhile."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and not _has_exited(proc):
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+__all__ = ["ClusterRun", "prepare_cluster_run", "package_files", "dry_run", "run_cluster_command", "launch",
+           "submit_and_follow", "ensure_auth_token"]
