@@ -87,9 +87,11 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel saves carry "module."
 
 
-def _import_into(module: nn.Module, path: Path, renames: list[tuple[str, str]]) -> None:
-    """Copy a reference state_dict into `module`, checking names and shapes; raises naming file and tensor."""
-    reference = _load_state_dict(path)
+def _import_into(module: nn.Module, path: Path, renames: list[tuple[str, str]],
+                 reference: dict[str, torch.Tensor] | None = None) -> None:
+    """Copy a reference state_dict (read from `path` unless given) into `module`, checking names and shapes;
+    raises naming file and tensor."""
+    reference = _load_state_dict(path) if reference is None else reference
     mapped = {_rename(k, renames): (k, v) for k, v in reference.items()}
     target = module.state_dict()
     extra = sorted(ref_key for key, (ref_key, _) in mapped.items() if key not in target)
@@ -135,6 +137,25 @@ def load_reference_checkpoints(model: DSR, directory: str | Path, category: str,
     for name, module in staged.items():
         getattr(model, name).load_state_dict(module.state_dict())
     return model
+
+
+def load_stage1_checkpoint(latent: nn.Module, path: str | Path) -> nn.Module:
+    """Load a stage-1 (discrete latent) model into `latent` (a `DSR(...).latent`), from any of:
+    the reference's `vq_model_pretrained_128_4096.pckl`, a stage-1 `latent.pt` of a study, or a whole-model
+    checkpoint of ours (its `latent.` part). Raises ValueError naming the file and the tensor that does not fit
+    (names, shapes: the config's widths and codebook_size must match the file's)."""
+    path = Path(path)
+    payload = read_weights_only(path, what="stage-1 checkpoint")
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        state = {k.removeprefix("latent."): v for k, v in payload["state_dict"].items() if k.startswith("latent.")}
+    elif isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        state = {k.removeprefix("module."): v for k, v in payload.items()}
+    else:
+        raise ValueError(f"{path}: not a stage-1 checkpoint (expected a state_dict of tensors or a dsr-studies "
+                         f"checkpoint)")
+    reference_format = any(k.startswith(("_encoder_b.", "_vq_vae_bot.")) for k in state)
+    _import_into(latent, path, _LATENT_RENAMES + _COMMON_RENAMES if reference_format else [], state)
+    return latent
 
 
 def save_checkpoint(model: DSR, path: str | Path, extra: dict[str, Any] | None = None) -> Path:

@@ -19,7 +19,29 @@ log = logging.getLogger(__name__)
 DEFAULT_OUT = "report"  # build_report(results_dir) writes to results_dir/report
 
 
-def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> Path | str:
+    """Write the report of the experiment(s) in results_dir (a folder or a URI such as s3://bucket/exp).
+
+    A URI is read through pyarrow (results and evaluation records, not the models); its report goes to out_dir
+    if given, else back beside the experiment (URI/report). Returns the path (or URI) of report.md.
+    """
+    from reports.remote import fetch_experiment, is_remote, upload_folder
+
+    if is_remote(results_dir):
+        import tempfile
+
+        uri = str(results_dir).rstrip("/")
+        with tempfile.TemporaryDirectory(prefix="dsr-report-") as scratch:
+            local = fetch_experiment(uri, Path(scratch) / uri.rsplit("/", 1)[-1])
+            if out_dir is not None:
+                return build_local_report(local, out_dir)
+            report = build_local_report(local, Path(scratch) / DEFAULT_OUT)
+            upload_folder(report.parent, f"{uri}/{DEFAULT_OUT}")
+            return f"{uri}/{DEFAULT_OUT}/{report.name}"
+    return build_local_report(results_dir, out_dir)
+
+
+def build_local_report(results_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write every table and figure of the experiment(s) in results_dir to out_dir; returns out_dir/report.md.
 
     results_dir: one Tune experiment folder or a folder holding several (finished, running or failed).

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dsr import DSR, DSRConfig, preset
-from dsr.checkpoints import load_checkpoint, load_reference_checkpoints, reference_checkpoint_paths, save_checkpoint
+from dsr.checkpoints import (load_checkpoint, load_reference_checkpoints, load_stage1_checkpoint,
+                             reference_checkpoint_paths, save_checkpoint)
 
 KEYS_FILE = Path(__file__).parent / "fixtures" / "official_checkpoint_keys.txt"
 SECTION_FILES = {  # section name in the keys file -> reference file stems it describes
@@ -124,3 +125,26 @@ def test_own_checkpoint_round_trip(tmp_path: Path) -> None:
     (tmp_path / "other.pt").write_bytes(b"junk")
     with pytest.raises(Exception, match="other.pt"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_stage1_checkpoint_reads_the_reference_vq_file_ours_and_a_whole_model(reference_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    """--stage1-checkpoint's loader: the reference's ImageNet VQ file, a study's latent.pt and a whole-model
+    checkpoint all give the same latent model as the reference import; a config that does not fit is refused."""
+    expected = load_reference_checkpoints(DSR(DSRConfig()), reference_dir, "bottle").latent.state_dict()
+    from_reference = load_stage1_checkpoint(DSR(DSRConfig()).latent,
+                                            reference_dir / "vq_model_pretrained_128_4096.pckl")
+    torch.save(from_reference.state_dict(), tmp_path / "latent.pt")
+    whole = DSR(DSRConfig())
+    whole.latent.load_state_dict(expected)
+    save_checkpoint(whole, tmp_path / "model.pt")
+    for source in (tmp_path / "latent.pt", tmp_path / "model.pt"):
+        loaded = load_stage1_checkpoint(DSR(DSRConfig()).latent, source).state_dict()
+        assert all(torch.equal(loaded[k], expected[k]) for k in expected), source
+    assert all(torch.equal(from_reference.state_dict()[k], expected[k]) for k in expected)
+    with pytest.raises(ValueError, match=r"vq_model_pretrained_128_4096.pckl: tensor .* has shape"):
+        load_stage1_checkpoint(DSR(DSRConfig(codebook_size=512)).latent,
+                               reference_dir / "vq_model_pretrained_128_4096.pckl")
+    torch.save({"not": "tensors"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt: not a stage-1 checkpoint"):
+        load_stage1_checkpoint(DSR(DSRConfig()).latent, tmp_path / "other.pt")

@@ -68,6 +68,9 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
                         help="a DSRConfig field for every trial, e.g. --set stage2_iterations=200")
     parser.add_argument("--stage1-data", metavar="DIR", help="images for stage 1 (default: the categories' "
                         "train images)")
+    parser.add_argument("--stage1-checkpoint", metavar="FILE", help="a stage-1 model instead of training stage 1: "
+                        "the reference's vq_model_pretrained_128_4096.pckl (ImageNet; trained on BGR images: add "
+                        "--set channel_order=bgr) or a latent.pt / model checkpoint of this project")
     parser.add_argument("--report-every", type=int, default=0, help="iterations between progress reports")
     parser.add_argument("--checkpoint-every", type=int, default=0, help="iterations between checkpoints")
     parser.add_argument("--no-report", action="store_true", help="skip building the report at the end")
@@ -112,25 +115,39 @@ def resolve_data(args: argparse.Namespace, study: Study) -> tuple[str, list[str]
     """The dataset root and categories, checked: a clear error for a missing path or unknown category."""
     from dsr.data import build_demo, list_categories
 
+    from studies.runner.storage import is_remote
+
+    if args.dataset == "demo" and not args.data:
+        root = str(DEFAULT_DEMO_ROOT.resolve())
+    elif not args.data:
+        raise StudyError(f"--data is required for --dataset {args.dataset}")
+    else:  # a URI (s3://...) stays one: every node syncs it into its own cache
+        root = args.data if is_remote(args.data) else str(Path(args.data).resolve())
+    local = local_data(root)
     if args.dataset == "demo":
-        root = Path(args.data or DEFAULT_DEMO_ROOT).resolve()
-        build_demo(root)
-    else:
-        if not args.data:
-            raise StudyError(f"--data is required for --dataset {args.dataset}")
-        root = Path(args.data).resolve()
-        if not root.exists():
-            raise StudyError(f"--data {args.data}: no such folder")
+        build_demo(local)
+    elif not Path(local).exists():
+        raise StudyError(f"--data {args.data}: no such folder")
     try:
-        available = list_categories(args.dataset, root)
+        available = list_categories(args.dataset, local)
     except (ValueError, FileNotFoundError) as error:
         raise StudyError(f"--data {root}: {error}") from error
     if args.categories:
         unknown = [c for c in args.categories if c not in available]
         if unknown:
             raise StudyError(f"--categories: {', '.join(unknown)} not in {root} (present: {', '.join(available)})")
-        return str(root), list(args.categories)
-    return str(root), available[: study.default_categories] if study.default_categories else available
+        return root, list(args.categories)
+    return root, available[: study.default_categories] if study.default_categories else available
+
+
+def local_data(root: str) -> str:
+    """The dataset on this machine: a URI is synced once into the local cache (a missing one: StudyError)."""
+    from studies.runner.storage import local_dataset
+
+    try:
+        return local_dataset(root)
+    except (ValueError, FileNotFoundError) as error:
+        raise StudyError(str(error).splitlines()[0]) from None
 
 
 def build_param_space(study: Study, args: argparse.Namespace, data_root: str, categories: list[str]) -> dict:
@@ -188,7 +205,8 @@ def check_data(data_root: str, categories: list[str], args: argparse.Namespace) 
     for category in categories:
         for split in ("train", "test"):
             try:
-                datasets.append(build_dataset(args.dataset, data_root, category, split, config.image_size))
+                datasets.append(build_dataset(args.dataset, local_data(data_root), category, split,
+                                              config.image_size))
             except (ValueError, FileNotFoundError) as error:
                 raise StudyError(str(error).splitlines()[0]) from error
     work = [(dataset, index) for dataset in datasets for index in range(len(dataset))]
@@ -334,7 +352,7 @@ def search_split(study: Study, args: argparse.Namespace, data_root: str, categor
     size = preset(args.preset).image_size
     splits = {}
     for category in categories:
-        samples = build_dataset(args.dataset, data_root, category, "test", size).samples
+        samples = build_dataset(args.dataset, local_data(data_root), category, "test", size).samples
         splits[category] = split_test_set([test_image_name(s.image_path) for s in samples],
                                           [s.defect_type for s in samples], args.search_fraction, seed=0)
     filesystem.create_dir(folder, recursive=True)
@@ -348,13 +366,12 @@ def _experiment_dir(storage: str, name: str) -> str:
 
 
 def _has_results(storage: str, name: str) -> bool:
-    from pyarrow import fs as pafs
+    """Whether an experiment of this name was started: its options were saved, or Tune can restore it."""
+    from ray import tune
 
-    if "://" not in storage:
-        storage = str(Path(storage).resolve())
-    filesystem, root = pafs.FileSystem.from_uri(storage)
-    info = filesystem.get_file_info(f"{root}/{name}/tuner.pkl")
-    return info.type != pafs.FileType.NotFound
+    experiment_dir = _experiment_dir(storage if "://" in storage else str(Path(storage).resolve()), name)
+    filesystem, path = _storage_path(experiment_dir, OPTIONS_FILE)
+    return filesystem.get_file_info(path).type.name == "File" or tune.Tuner.can_restore(experiment_dir)
 
 
 def _build_report(experiment_dir: str) -> None:

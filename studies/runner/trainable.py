@@ -1,23 +1,20 @@
-"""The one Ray Tune trainable every study uses: stage 1 (shared) -> stage 2 -> stage 3 -> evaluation.
+"""The one Ray Tune trainable every study uses: stage-1 model (loaded) -> stage 2 -> stage 3 -> evaluation.
 
 A trial reports losses as it trains and checkpoints its training state through `tune.report(..., checkpoint=)`;
 a retried trial (a killed worker, a preempted node) resumes from its last checkpoint, and its iteration count
-continues. Trials whose stage-1 configuration is equal share one stage-1 model: the first to ask trains it
-(checkpointed like any stage) and publishes it to the experiment's storage; the others wait and load it.
+continues. The stage-1 model was trained before the trial started, by the study's stage-1 phase
+(`studies.runner.stage1`), and is read from the experiment's storage.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import ray
 import torch
-from pyarrow import fs as pafs
 from ray import tune
 
 from dsr.checkpoints import save_checkpoint
@@ -29,70 +26,13 @@ from dsr.model import DSR
 from dsr.training import StageEvent, TrainingData, run_stage, stage_iterations
 from dsr.training.pipeline import stages_for
 from dsr.training.state import load_state, save_state
-from studies.runner.trial import (RunSettings, dataset_split, default_interval, resolve_config, stage1_images,
-                           stage1_key, train_images)
+from studies.runner.stage1 import load_latent
+from studies.runner.trial import (RunSettings, dataset_split, default_interval, local_trial, resolve_config,
+                                  stage1_key, train_images)
 
 STATE_FILE = "state.pt"
 MODEL_FILE = "model.pt"
 RECORDS_FILE = "records.npz"  # per-image scores, pixel samples and thumbnails: what reports bootstrap and draw
-HEARTBEAT_TIMEOUT_S = 600.0  # a stage-1 owner silent this long is presumed dead; another trial takes over
-
-
-@ray.remote(num_cpus=0)
-class Stage1Coordinator:
-    """Hands out stage-1 training: one owner per key at a time, the others wait for its result in storage."""
-
-    def __init__(self) -> None:
-        self.owners: dict[str, tuple[str, float]] = {}
-        self.ready: set[str] = set()
-
-    def claim(self, key: str, trial_id: str) -> str:
-        """'ready' (load it), 'train' (you own it) or 'wait'."""
-        if key in self.ready:
-            return "ready"
-        owner = self.owners.get(key)
-        if owner is None or owner[0] == trial_id or time.time() - owner[1] > HEARTBEAT_TIMEOUT_S:
-            self.owners[key] = (trial_id, time.time())
-            return "train"
-        return "wait"
-
-    def heartbeat(self, key: str, trial_id: str) -> None:
-        if self.owners.get(key, ("",))[0] == trial_id:
-            self.owners[key] = (trial_id, time.time())
-
-    def publish(self, key: str) -> None:
-        self.ready.add(key)
-        self.owners.pop(key, None)
-
-    def trainings(self) -> dict[str, Any]:
-        return {"ready": sorted(self.ready), "owners": {k: v[0] for k, v in self.owners.items()}}
-
-
-# ------------------------------------------------------------------------------------------- storage
-
-
-def _storage_file(settings: RunSettings, key: str) -> tuple[pafs.FileSystem, str]:
-    filesystem, root = pafs.FileSystem.from_uri(settings.storage)
-    return filesystem, f"{root}/{settings.experiment}/stage1_cache/{key}/latent.pt"
-
-
-def read_cached_latent(settings: RunSettings, key: str) -> dict[str, torch.Tensor] | None:
-    filesystem, path = _storage_file(settings, key)
-    if filesystem.get_file_info(path).type == pafs.FileType.NotFound:
-        return None
-    with filesystem.open_input_stream(path) as stream:
-        return torch.load(io.BytesIO(stream.read()), map_location="cpu", weights_only=True)
-
-
-def write_cached_latent(settings: RunSettings, key: str, latent_state: dict[str, torch.Tensor]) -> None:
-    filesystem, path = _storage_file(settings, key)
-    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    buffer = io.BytesIO()
-    torch.save(latent_state, buffer)
-    partial = path + ".partial"
-    with filesystem.open_output_stream(partial) as stream:
-        stream.write(buffer.getvalue())
-    filesystem.move(partial, path)  # readers never see a half-written file
 
 
 # --------------------------------------------------------------------------------------------- trial
@@ -147,30 +87,30 @@ def dsr_trial(trial: dict[str, Any], settings: RunSettings) -> None:
     torch.set_num_threads(max(1, cpus))
     config = resolve_config(trial)
     device = _device()
+    key = stage1_key(config, settings, trial)  # from the data root as given (a URI is the same on every node)
+    trial = local_trial(trial)  # --data s3://...: synced once into this node's cache
     if trial["dataset"] == "demo":
         build_demo(trial["data_root"])  # idempotent and locked: every node builds (or finds) its own copy
     state = _restored_state()
     if state is not None and state.get("done"):
         return  # finished before a restart: its final result is already recorded
-    trial_id = tune.get_context().get_trial_id()
     report = Reporter({"category": trial["category"], "variant": trial.get("variant", "DSR")},
                       settings.interim_eval)
     torch.manual_seed(config.seed)
     model = DSR(config).to(device)
 
-    def on_event(event: StageEvent, extra: dict[str, Any] | None = None) -> None:
+    def on_event(event: StageEvent) -> None:
         if report.interim and event.state is not None and event.stage != "stage1":
             value = evaluate_model(model, trial_test_set(trial, config, settings, "search"), device=device,
                                    batch_size=settings.eval_batch_size)["image_auroc"]
             report.interim.update(image_auroc=value, search_image_auroc=value)
         report({"stage": event.stage, "stage_iteration": event.iteration, "stage_total": event.total,
                 "train_iteration": train_iteration(config, event.stage, event.iteration),
-                **event.losses, **(extra or {})}, event.state)
+                **event.losses}, event.state)
     stages = stages_for(config)[1:]
     if state is None or state["stage"] == "stage1":
-        key = stage1_key(config, settings, trial)
-        latent = _shared_stage1(model, trial, config, settings, key, trial_id, state, device, on_event, report)
-        model.latent.load_state_dict(latent)
+        model.latent.load_state_dict(load_latent(settings, key))  # Stage1Missing: its stage 1's error
+        report({"stage": "stage1", "stage1_key": key, "stage1_source": "loaded", "train_iteration": 0})
         state = None
     data = TrainingData(train_images(trial, config))
     for stage in stages:
@@ -224,39 +164,3 @@ def trial_test_set(trial: dict[str, Any], config, settings: RunSettings | None =
     names = [test_image_name(sample.image_path) for sample in dataset.samples]
     dataset.samples = tuple(dataset.samples[i] for i in subset_indices(names, split[part]))
     return dataset
-
-
-def _shared_stage1(model: DSR, trial: dict[str, Any], config, settings: RunSettings, key: str, trial_id: str,
-                   state: dict[str, Any] | None, device: torch.device, on_event,
-                   report: Reporter) -> dict[str, torch.Tensor]:
-    """The stage-1 latent model for `key`: loaded from storage, or trained here if this trial owns it."""
-    coordinator = ray.get_actor(settings.coordinator)
-    waited = False
-    while True:
-        cached = read_cached_latent(settings, key)
-        if cached is not None:
-            if waited:
-                report({"stage": "stage1", "stage1_key": key, "stage1_source": "shared"})
-            return cached
-        verdict = ray.get(coordinator.claim.remote(key, trial_id))
-        if verdict == "train":
-            break
-        if verdict == "wait" and not waited:
-            report({"stage": "stage1", "stage1_key": key, "stage1_source": "waiting"})
-            waited = True
-        time.sleep(2.0)
-
-    def on_stage1(event: StageEvent) -> None:
-        coordinator.heartbeat.remote(key, trial_id)
-        on_event(event, {"stage1_key": key, "stage1_source": "trained"})
-
-    images = TrainingData(stage1_images(trial, config, settings))
-    resume = state if state is not None and state["stage"] == "stage1" else None
-    total = stage_iterations(model, "stage1")
-    run_stage("stage1", model, images, device=device, resume=resume, callback=on_stage1, progress=False,
-              report_every=settings.report_every or default_interval(total, 20),
-              checkpoint_every=settings.checkpoint_every or default_interval(total, 5))
-    latent = {k: v.cpu() for k, v in model.latent.state_dict().items()}
-    write_cached_latent(settings, key, latent)
-    ray.get(coordinator.publish.remote(key))
-    return latent

@@ -32,6 +32,9 @@ STAGE1_FIELDS = (
     "stage1_iterations", "stage1_lr", "stage1_batch_size", "seed",
 )
 
+STAGE1_ARCHITECTURE = ("image_size", "channel_order", "antialias", "vq_hidden", "vq_residual_hidden",
+                       "vq_residual_layers", "embedding_dim", "codebook_size")
+
 
 @dataclass(frozen=True)
 class RunSettings:
@@ -45,7 +48,7 @@ class RunSettings:
     checkpoint_every: int = 0  # iterations between checkpoints (0: about 5 per stage)
     eval_batch_size: int = 8
     interim_eval: bool = False  # evaluate at each checkpoint and carry image_auroc in every report (searchers)
-    coordinator: str = "dsr-stage1-coordinator"  # name of the Ray actor that hands out stage-1 training
+    stage1_checkpoint: str | None = None  # a stage-1 model file used instead of training stage 1
     test_split: dict[str, dict[str, list[str]]] | None = None  # category -> search/report image names (searches)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -64,11 +67,26 @@ def resolve_config(trial: dict[str, Any]) -> DSRConfig:
 
 def stage1_key(config: DSRConfig, settings: RunSettings, trial: dict[str, Any]) -> str:
     """A short stable hash of everything stage 1 depends on: its config fields and its training images."""
+    if settings.stage1_checkpoint:  # a given model: only the fields that decide whether it fits
+        described = {name: getattr(config, name) for name in STAGE1_ARCHITECTURE}
+        described["checkpoint"] = settings.stage1_checkpoint
+        digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+        return f"K{config.codebook_size}-file-{digest[:12]}"
     described = {name: getattr(config, name) for name in STAGE1_FIELDS}
-    described["data"] = settings.stage1_data or [trial.get("dataset"), str(trial.get("data_root")),
-                                                 sorted(list_categories(trial["dataset"], trial["data_root"]))]
+    described["data"] = settings.stage1_data or [  # the root as given (a URI stays one on every node)
+        trial.get("dataset"), str(trial.get("data_root")),
+        sorted(list_categories(trial["dataset"], local_trial(trial)["data_root"]))]
     digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
     return f"K{config.codebook_size}-{digest[:12]}"
+
+
+def local_trial(trial: dict[str, Any]) -> dict[str, Any]:
+    """The trial with its data on this node: a `--data s3://...` root synced once into the node's cache."""
+    from studies.runner.storage import is_remote, local_dataset
+
+    if not is_remote(str(trial.get("data_root", ""))):
+        return trial
+    return {**trial, "data_root": local_dataset(trial["data_root"])}
 
 
 def dataset_split(trial: dict[str, Any], config: DSRConfig, split: str, category: str | None = None):

@@ -10,7 +10,8 @@ import ray
 from ray import tune
 
 from studies.runner.harness import METRIC, MODE, Study, StudyError
-from studies.runner.trainable import Stage1Coordinator, dsr_trial
+from studies.runner import stage1
+from studies.runner.trainable import dsr_trial
 from studies.runner.trial import RunSettings
 
 
@@ -33,26 +34,40 @@ def make_trainable(args: argparse.Namespace, settings: RunSettings):
 
 def run_tuner(study: Study, args: argparse.Namespace, space: dict[str, Any], categories: list[str],
               name: str, test_split: dict[str, dict[str, list[str]]] | None = None) -> int:
-    """Run (or resume) the experiment; returns the number of trials that ended in error.
+    """Run (or resume) the experiment: the stage-1 phase, then the main trials; returns the number of main
+    trials that ended in error.
 
     test_split: category -> {"search": names, "report": names} for searched studies (see dsr.evaluation.split).
     """
+    from studies.runner.harness import _grid_points, save_study_options
+    from studies.runner.storage import require_shared_storage
+
     storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
+    checkpoint = str(Path(args.stage1_checkpoint).resolve()) if args.stage1_checkpoint else None
     settings = RunSettings(storage=storage, experiment=name, categories=tuple(categories),
                            stage1_data=args.stage1_data, report_every=args.report_every,
                            checkpoint_every=args.checkpoint_every, test_split=test_split,
-                           interim_eval=study.searcher is not None or study.scheduler is not None)
+                           interim_eval=study.searcher is not None or study.scheduler is not None,
+                           stage1_checkpoint=checkpoint)
+    experiment_dir = f"{storage.rstrip('/')}/{name}"
+    jobs = stage1.plan(_grid_points(space), settings)
+    if checkpoint:
+        try:
+            stage1.install_checkpoint(checkpoint, jobs, settings)
+        except (ValueError, FileNotFoundError) as error:
+            raise StudyError(str(error).splitlines()[0]) from None
     start_ray(args)
-    from studies.runner.harness import save_study_options
-
-    save_study_options(args, f"{storage.rstrip('/')}/{name}")
-    coordinator = Stage1Coordinator.options(name=settings.coordinator, get_if_exists=True).remote()
     try:
+        try:
+            require_shared_storage(storage)  # on a multi-node cluster: a path every node sees, or a URI
+        except ValueError as error:
+            raise StudyError(str(error)) from None
+        save_study_options(args, experiment_dir)
+        run_stage1_phase(jobs, args, settings, experiment_dir)
         trainable = make_trainable(args, settings)
-        path = f"{storage.rstrip('/')}/{name}"
-        if args.resume and tune.Tuner.can_restore(path):
-            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                       param_space=space)
+        if args.resume and tune.Tuner.can_restore(experiment_dir):
+            tuner = tune.Tuner.restore(experiment_dir, trainable=trainable, resume_unfinished=True,
+                                       resume_errored=True, param_space=space)
         else:
             tuner = tune.Tuner(trainable, param_space=space, tune_config=_tune_config(study, args),
                                run_config=_run_config(args, storage, name))
@@ -61,8 +76,39 @@ def run_tuner(study: Study, args: argparse.Namespace, space: dict[str, Any], cat
             print(f"trial error: {str(error).strip().splitlines()[-1]}")
         return len(results.errors)
     finally:
-        ray.kill(coordinator)
         ray.shutdown()
+
+
+def run_stage1_phase(jobs: dict[str, dict[str, Any]], args: argparse.Namespace, settings: RunSettings,
+                     experiment_dir: str) -> dict[str, str]:
+    """Train every stage-1 model of the study not yet in storage, one Tune trial each, all before the main
+    trials; returns {key: error} for those that failed (their error is also stored for the trials needing them).
+    A resumed study restores the phase's own experiment: a half-trained stage 1 goes on from its checkpoint."""
+    todo = [key for key in sorted(jobs) if not stage1.has_latent(settings, key)]
+    if not todo:
+        return {}
+    print(f"stage 1: training {len(todo)} stage-1 model(s) ({', '.join(todo)}) before the study's trials",
+          flush=True)
+    resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(stage1.stage1_trial, settings=settings, jobs=jobs),
+                                    resources)
+    space = {"stage1_key": tune.grid_search(sorted(jobs))}  # every key: the same space when resumed
+    path = f"{experiment_dir}/{stage1.PHASE}"
+    if args.resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=space)
+    else:
+        tuner = tune.Tuner(trainable, param_space=space,
+                           tune_config=tune.TuneConfig(max_concurrent_trials=args.max_concurrent or None),
+                           run_config=_run_config(args, experiment_dir, stage1.PHASE))
+    failed = {}
+    for result in tuner.fit():
+        key = (result.config or {}).get("stage1_key")
+        if result.error is not None and key:
+            failed[key] = str(result.error).strip().splitlines()[-1]
+            stage1.record_failure(settings, key, failed[key])
+            print(f"stage 1 {key} failed: {failed[key]}", flush=True)
+    return failed
 
 
 def _tune_config(study: Study, args: argparse.Namespace) -> tune.TuneConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -31,3 +32,28 @@ def test_cli_on_an_empty_folder_prints_one_line(tmp_path):
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("reports: error: no Ray Tune experiment")
+
+
+def test_cli_reads_an_experiment_in_s3_and_writes_the_report_beside_it(experiments, tmp_path):
+    """python -m reports s3://...: the same report as from the folder (models are not fetched), put back in S3."""
+    from s3_server import s3_server
+
+    local = main([str(experiments["partial"].path), "--out", str(tmp_path / "local")])
+    assert local == 0
+    with s3_server() as s3:
+        s3.create_bucket("dsr-reports")
+        uploaded = s3.upload_folder(experiments["partial"].path, "dsr-reports", "runs/partial")
+        assert uploaded > 0
+        done = subprocess.run([sys.executable, "-m", "reports", "s3://dsr-reports/runs/partial"],
+                              capture_output=True, text=True, timeout=180, env={**os.environ, **s3.env})
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.strip() == "s3://dsr-reports/runs/partial/report/report.md"
+        keys = s3.keys("dsr-reports", "runs/partial/report/")
+        assert "runs/partial/report/report.md" in keys and "runs/partial/report/trials.csv" in keys
+        body = s3.client().get_object(Bucket="dsr-reports", Key="runs/partial/report/trials.csv")["Body"].read()
+        # the same trials and numbers as the report built from the folder (paths differ only in the folder name)
+        assert body.decode().splitlines()[0] == (tmp_path / "local" / "trials.csv").read_text().splitlines()[0]
+        assert len(body.decode().splitlines()) == len((tmp_path / "local" / "trials.csv").read_text().splitlines())
+        missing = subprocess.run([sys.executable, "-m", "reports", "s3://dsr-reports/nothing-here"],
+                                 capture_output=True, text=True, timeout=120, env={**os.environ, **s3.env})
+        assert missing.returncode == 2 and "does not exist" in missing.stderr.strip().splitlines()[-1]

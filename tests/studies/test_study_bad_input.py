@@ -36,6 +36,10 @@ CASES = {
     "malformed --address": ("ablation", ["--address", "nowhere"], ["--address", "nowhere"]),
     "corrupt PNG in train/good": ("ablation", ["--dataset", "folder", "--data", "{tmp}/parts"],
                                   ["parts/train/good/broken.png", "corrupt"]),
+    "stage-1 checkpoint missing": ("ablation", ["--stage1-checkpoint", "{tmp}/nope.pt"],
+                                   ["--stage1-checkpoint", "nope.pt", "not found"]),
+    "stage-1 checkpoint that does not fit": ("ablation", ["--stage1-checkpoint", "{tmp}/k16.pt"],
+                                             ["--stage1-checkpoint", "k16.pt", "shape", "codebook_size=32"]),
     "search fraction out of range": ("sampling", ["--search-fraction", "1.5"], ["--search-fraction", "1.5"]),
 }
 
@@ -51,11 +55,22 @@ def _parts_with_a_corrupt_png(root: Path) -> None:
     (root / "train/good/broken.png").write_bytes((root / "train/good/0.png").read_bytes()[:60])
 
 
+def _latent_of_another_codebook(path: Path) -> None:
+    """A stage-1 model file of the tiny preset's widths but K = 16 codes (the tiny preset has 32)."""
+    import torch
+
+    from dsr.config import preset
+    from dsr.model import DSR
+
+    torch.save(DSR(preset("tiny").replace(codebook_size=16)).latent.state_dict(), path)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_one_line_before_any_trial(case: str, start_study, tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text(BROKEN_YAML)
     (tmp_path / "invalid.yaml").write_text(INVALID_CLUSTER)
     _parts_with_a_corrupt_png(tmp_path / "parts")
+    _latent_of_another_codebook(tmp_path / "k16.pt")
     study, args, words = CASES[case]
     storage = tmp_path / "storage"
     started = time.monotonic()

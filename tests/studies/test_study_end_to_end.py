@@ -1,5 +1,5 @@
 """A tiny ablation study end to end on the embedded Ray: trials run, results land in storage, metrics read back,
-and the two variants share one stage-1 model (stage 1 trains once)."""
+and the two variants share one stage-1 model, trained once in the study's stage-1 phase before them."""
 
 from __future__ import annotations
 
@@ -70,30 +70,31 @@ def test_metrics_read_back_through_tune(study) -> None:
         assert trial.checkpoint is not None  # the final model was checkpointed
 
 
-def test_two_variants_train_stage1_once(study) -> None:
+def test_stage1_is_its_own_phase_trained_once_and_loaded_by_both_variants(study) -> None:
     run, code, experiment, _ = study
     assert code == 0, run.output_tail()
+    phase = read_results(experiment / "stage1")
+    assert len(phase) == 1, phase  # both variants need the same stage-1 model: one stage-1 trial
+    (rows,) = phase.values()
+    (key,) = {r["stage1_key"] for r in rows}
+    assert [r["stage_iteration"] for r in rows if r["stage"] == "stage1"] == list(range(1, STAGE1_ITERATIONS + 1))
+    assert rows[-1]["stage"] == "done"
     trials = read_results(experiment)
-    trained = {name: [r for r in rows if r.get("stage1_source") == "trained"] for name, rows in trials.items()}
-    owners = [name for name, rows in trained.items() if rows]
-    assert len(owners) == 1, trained
-    (owner,) = owners
-    keys = {r["stage1_key"] for rows in trials.values() for r in rows if r.get("stage1_key")}
-    assert len(keys) == 1, keys  # both variants asked for the same stage-1 model
-    (key,) = keys
-    assert [r["stage_iteration"] for r in trained[owner]] == list(range(1, STAGE1_ITERATIONS + 1))
     for name, rows in trials.items():
-        if name == owner:
-            continue
-        assert not [r for r in rows if r["stage"] == "stage1" and r.get("stage_iteration")], "stage 1 retrained"
-        sources = [r["stage1_source"] for r in rows if r.get("stage1_source")]
-        assert set(sources) <= {"waiting", "shared"}
-    cached = experiment / "stage1_cache" / key / "latent.pt"
-    assert cached.is_file()
-    latent = torch.load(cached, weights_only=True)
+        stage1_rows = [r for r in rows if r["stage"] == "stage1"]
+        assert [(r["stage1_source"], r["stage1_key"]) for r in stage1_rows] == [("loaded", key)], name
+        assert not [r for r in stage1_rows if r.get("stage_iteration")], "a main trial trained stage 1"
+        # the phase ended before any main trial started
+        assert rows[0]["timestamp"] >= phase_end(experiment), name
+    stored = experiment / "stage1" / key / "latent.pt"
+    latent = torch.load(stored, weights_only=True)
     assert latent and all(isinstance(v, torch.Tensor) and torch.isfinite(v.float()).all() for v in latent.values())
-    assert not list(experiment.glob("stage1_cache/*/*.partial"))
+    assert not list(experiment.glob("stage1/*/*.partial")) and not (stored.parent / "error.txt").exists()
     assert preset("tiny").stage1_iterations != STAGE1_ITERATIONS  # the override reached the trials
+
+
+def phase_end(experiment) -> int:
+    return max(r["timestamp"] for rows in read_results(experiment / "stage1").values() for r in rows)
 
 
 def test_the_study_ends_its_own_ray(study) -> None:

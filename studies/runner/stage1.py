@@ -1,0 +1,179 @@
+"""Stage 1 as its own phase: every distinct stage-1 model of a study is trained once, before the main trials.
+
+The paper trains its discrete latent model (stage 1) once and every category's stage 2/3 starts from it; a study's
+trials that agree on the stage-1 fields (`trial.STAGE1_FIELDS`) and data share one model the same way. The harness
+first runs one Ray Tune experiment, `<storage>/<name>/stage1`, with one trial per distinct stage-1 key (each with
+the study's per-trial resources, checkpointed and retried like any trial); each writes its model to
+`<storage>/<name>/stage1/<key>/latent.pt`. Only then do the main trials start, and they only load it: no trial
+holds a CPU or GPU while waiting for another. A stage 1 that failed leaves `error.txt` beside where its model
+would be, and the trials that need it fail at once with that error. `--resume` keeps every finished stage 1.
+
+`--stage1-checkpoint FILE` (the reference's ImageNet `vq_model_pretrained_128_4096.pckl`, or one of ours) replaces
+the phase: the file is checked against every stage-1 configuration of the study and stored as each one's model.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from pyarrow import fs as pafs
+
+from dsr.checkpoints import load_stage1_checkpoint
+from dsr.model import DSR
+from dsr.training import StageEvent, TrainingData, run_stage, stage_iterations
+from dsr.training.state import load_state, save_state
+from studies.runner.trial import RunSettings, default_interval, resolve_config, stage1_images, stage1_key
+
+PHASE = "stage1"  # the phase's Tune experiment, a folder of the study's experiment
+LATENT_FILE = "latent.pt"
+ERROR_FILE = "error.txt"
+STATE_FILE = "state.pt"
+
+
+class Stage1Missing(RuntimeError):
+    """A trial's stage-1 model is not in storage: its stage 1 failed (the message says why) or never ran."""
+
+
+# ------------------------------------------------------------------------------------------------- storage
+
+
+def _location(settings: RunSettings, key: str, file_name: str) -> tuple[pafs.FileSystem, str]:
+    location = settings.storage if "://" in settings.storage else str(Path(settings.storage).resolve())
+    filesystem, root = pafs.FileSystem.from_uri(location)
+    return filesystem, f"{root}/{settings.experiment}/{PHASE}/{key}/{file_name}"
+
+
+def _read(settings: RunSettings, key: str, file_name: str) -> bytes | None:
+    filesystem, path = _location(settings, key, file_name)
+    if filesystem.get_file_info(path).type == pafs.FileType.NotFound:
+        return None
+    with filesystem.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def _write(settings: RunSettings, key: str, file_name: str, payload: bytes) -> None:
+    """Write through a temporary name, then move: a reader never sees a half-written file."""
+    filesystem, path = _location(settings, key, file_name)
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    partial = f"{path}.partial"
+    with filesystem.open_output_stream(partial) as stream:
+        stream.write(payload)
+    filesystem.move(partial, path)
+
+
+def _delete(settings: RunSettings, key: str, file_name: str) -> None:
+    filesystem, path = _location(settings, key, file_name)
+    if filesystem.get_file_info(path).type != pafs.FileType.NotFound:
+        filesystem.delete_file(path)
+
+
+def has_latent(settings: RunSettings, key: str) -> bool:
+    filesystem, path = _location(settings, key, LATENT_FILE)
+    return filesystem.get_file_info(path).type == pafs.FileType.File
+
+
+def write_latent(settings: RunSettings, key: str, latent_state: dict[str, torch.Tensor]) -> None:
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in latent_state.items()}, buffer)
+    _write(settings, key, LATENT_FILE, buffer.getvalue())
+    _delete(settings, key, ERROR_FILE)
+
+
+def load_latent(settings: RunSettings, key: str) -> dict[str, torch.Tensor]:
+    """The stage-1 model of `key` from storage; Stage1Missing with its stage-1 error when there is none."""
+    payload = _read(settings, key, LATENT_FILE)
+    if payload is not None:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    error = _read(settings, key, ERROR_FILE)
+    if error is not None:
+        raise Stage1Missing(f"stage 1 {key} failed, so this trial cannot run: {error.decode().strip()}")
+    raise Stage1Missing(f"stage 1 {key} has no model in {settings.storage}/{settings.experiment}/{PHASE} "
+                        f"(its phase did not finish: resume the study with --resume)")
+
+
+def record_failure(settings: RunSettings, key: str, error: str) -> None:
+    _write(settings, key, ERROR_FILE, error.strip().encode())
+
+
+# ---------------------------------------------------------------------------------------------------- plan
+
+
+def plan(points: list[dict[str, Any]], settings: RunSettings) -> dict[str, dict[str, Any]]:
+    """Every distinct stage-1 key of the study's trial configurations -> one trial config that needs it."""
+    jobs: dict[str, dict[str, Any]] = {}
+    for point in points:
+        jobs.setdefault(stage1_key(resolve_config(point), settings, point), point)
+    return jobs
+
+
+def install_checkpoint(path: str, jobs: dict[str, dict[str, Any]], settings: RunSettings) -> None:
+    """--stage1-checkpoint: check the file against each stage-1 configuration and store it as its model.
+    ValueError (one line, naming the file and what does not fit) when the config does not fit it."""
+    for key, point in jobs.items():
+        config = resolve_config(point)
+        model = DSR(config)
+        try:
+            load_stage1_checkpoint(model.latent, path)
+        except (ValueError, FileNotFoundError) as error:
+            raise ValueError(f"--stage1-checkpoint {path}: {str(error).splitlines()[0]} (the study's "
+                             f"config: vq_hidden={config.vq_hidden}, embedding_dim={config.embedding_dim}, "
+                             f"codebook_size={config.codebook_size})") from None
+        if not has_latent(settings, key):
+            write_latent(settings, key, model.latent.state_dict())
+
+
+# ---------------------------------------------------------------------------------------------- the trial
+
+
+def stage1_trial(config: dict[str, Any], settings: RunSettings, jobs: dict[str, dict[str, Any]]) -> None:
+    """Tune trainable of the phase: train stage 1 for `config["stage1_key"]` (resuming from its checkpoint; the
+    trial config it stands for is `jobs[key]`) and write the model to storage. Reports stage-1 losses as it
+    goes, then {"stage": "done"}."""
+    import ray
+    from ray import tune
+
+    from studies.runner.trial import local_trial
+
+    key = config["stage1_key"]
+    trial = local_trial(jobs[key])
+    cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1) or 1)
+    torch.set_num_threads(max(1, cpus))
+    if has_latent(settings, key):  # finished before a restart
+        tune.report({"stage": "done", "stage1_key": key})
+        return
+    dsr_config = resolve_config(trial)
+    device = torch.device("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
+    torch.manual_seed(dsr_config.seed)
+    model = DSR(dsr_config).to(device)
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = load_state(Path(folder) / STATE_FILE)
+
+    def on_event(event: StageEvent) -> None:
+        metrics = {"stage": "stage1", "stage1_key": key, "stage_iteration": event.iteration,
+                   "stage_total": event.total, **event.losses}
+        if event.state is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            save_state(event.state, os.path.join(folder, STATE_FILE))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    total = stage_iterations(model, "stage1")
+    images = TrainingData(stage1_images(trial, dsr_config, settings))
+    run_stage("stage1", model, images, device=device, resume=resume, callback=on_event, progress=False,
+              report_every=settings.report_every or default_interval(total, 20),
+              checkpoint_every=settings.checkpoint_every or default_interval(total, 5))
+    write_latent(settings, key, model.latent.state_dict())
+    tune.report({"stage": "done", "stage1_key": key})
+
+
+__all__ = ["PHASE", "Stage1Missing", "plan", "install_checkpoint", "stage1_trial", "load_latent", "has_latent",
+           "write_latent", "record_failure"]
