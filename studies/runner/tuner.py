@@ -15,6 +15,9 @@ from studies.runner.trainable import dsr_trial
 from studies.runner.trial import RunSettings
 
 
+SYNC_PERIOD_S = 10
+
+
 def start_ray(args: argparse.Namespace) -> None:
     from studies.runner.runtime import connect, init_local_ray
 
@@ -130,5 +133,8 @@ def _run_config(args: argparse.Namespace, storage: str, name: str) -> tune.RunCo
         storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=args.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # The driver uploads the experiment's state and results to cloud storage at most this often: a study
+        # resumed after losing its whole cluster knows which trials had finished up to this long before.
+        sync_config=tune.SyncConfig(sync_period=SYNC_PERIOD_S),
         verbose=1,
     )
