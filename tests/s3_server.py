@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -74,11 +75,13 @@ def s3_server(host: str = "127.0.0.1", port: int | None = None, namespace: str |
     port = port or _free_port()
     prefix: Sequence[str] = ("ip", "netns", "exec", namespace) if namespace else ()
     argv = [*prefix, sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    # moto logs every request: to a file, never to a pipe nobody reads (a full pipe would stall the server)
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     endpoint = f"http://{host}:{port}"
     try:
-        _wait_until_up(proc, host, port, namespace, start_timeout)
+        _wait_until_up(proc, log, host, port, namespace, start_timeout)
         yield S3Server(endpoint=endpoint, env=s3_env(endpoint))
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -89,17 +92,18 @@ def s3_server(host: str = "127.0.0.1", port: int | None = None, namespace: str |
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+        log.close()
 
 
-def _wait_until_up(proc: subprocess.Popen, host: str, port: int, namespace: str | None, timeout: float) -> None:
+def _wait_until_up(proc: subprocess.Popen, log, host: str, port: int, namespace: str | None,
+                   timeout: float) -> None:
     probe = f"import socket; socket.create_connection(({host!r}, {port}), timeout=1).close()"
     argv = [*(("ip", "netns", "exec", namespace) if namespace else ()), sys.executable, "-c", probe]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the S3 server exited at start: {proc.stderr.read().decode()[-1000:]}")
+            log.seek(0)
+            raise RuntimeError(f"the S3 server exited at start: {log.read().decode()[-1000:]}")
         if namespace is None:
             try:
                 socket.create_connection((host, port), timeout=1).close()

@@ -33,7 +33,7 @@ from jobs import output, submit_argv  # noqa: E402
 BUCKET = "dsr-study"
 CATEGORIES = ("plate", "tile")
 VARIANTS = ("DSR", "DSR_U-")
-STAGE2_ITERATIONS = 240
+STAGE2_ITERATIONS = 600
 STUDY_ARGS = ["--preset", "tiny", "--variants", *VARIANTS, "--dataset", "mvtec", "--data", f"s3://{BUCKET}/parts",
               "--categories", *CATEGORIES, "--set", f"stage2_iterations={STAGE2_ITERATIONS}", "--checkpoint-every",
               "20", "--report-every", "10", "--no-report"]
@@ -161,7 +161,7 @@ def test_ablation_job_on_two_nodes_survives_losing_the_worker(network_and_s3, tm
                 now = time.monotonic()
                 actors = _trial_actors(worker_ns)
                 seen_since = {pid: seen_since.get(pid, now) for pid in actors}
-                old = [pid for pid, since in seen_since.items() if now - since > 12]
+                old = [pid for pid, since in seen_since.items() if now - since > 8]
                 if old:
                     killed_actor = old[0]
                     break
@@ -186,10 +186,14 @@ def test_ablation_job_on_two_nodes_survives_losing_the_worker(network_and_s3, tm
     after = [r for r in interrupted if r["pid"] != killed_actor]
     assert {r["node_ip"] for r in before} == {cluster.worker_ips[0]}
     assert after and {r["node_ip"] for r in after} == {cluster.head_ip}
-    saved = [r["stage_iteration"] for r in before if r["stage"] == "stage2" and r.get("checkpoint_dir_name")]
+    saved = [r["train_iteration"] for r in before
+             if r["stage"] in ("stage2", "stage3") and r.get("checkpoint_dir_name")]
     assert saved, before[-3:]
-    first = next(r for r in after if r["stage"] == "stage2")
-    assert first["stage_iteration"] > 10 and first["stage_iteration"] - 10 in saved, (saved, first)
+    first = next(r for r in after if r["stage"] in ("stage2", "stage3", "done"))
+    shown = ([(r["stage"], r.get("train_iteration"), r.get("checkpoint_dir_name")) for r in before[-4:]],
+             [(r["stage"], r.get("train_iteration")) for r in after[:3]])
+    # went on from a checkpoint it had written to S3 before the node was lost (not from the stage's start)
+    assert first["train_iteration"] > 20 and any(0 < first["train_iteration"] - c <= 10 for c in saved), shown
     # Every main trial only loaded the one stage-1 model, which was trained once.
     assert {r["stage1_source"] for rows in trials.values() for r in rows if r.get("stage1_source")} == {"loaded"}
     assert len([f for f in results["_files"] if f.endswith("latent.pt")]) == 1
