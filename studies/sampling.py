@@ -20,6 +20,7 @@ STRATEGY_PARAMS = {
     "distance_band": {"low": (0.05, 0.5, False), "high": (None, 1.0, False)},  # high > low: drawn above it
     "softmax_distance": {"temperature": (0.02, 2.0, True)},
     "mixture": {},  # similarity_bound + uniform per image, equal weights
+    "usage_weighted": {"low": (0.05, 0.5, False), "high": (None, 1.0, False), "smoothing": (0.1, 10.0, True)},
 }
 SIMILARITY_RANGE = (0.01, 0.5)
 

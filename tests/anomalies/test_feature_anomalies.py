@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from dsr.anomalies import BOTH, HI_ONLY, LO_ONLY, feature_anomalies, make_strategy
+from dsr.anomalies import BOTH, HI_ONLY, LO_ONLY, STRATEGIES, feature_anomalies, make_strategy
 from dsr.anomalies.feature import draw_levels, pool_mask
 from dsr.config import DSRConfig, preset
 
@@ -140,7 +140,7 @@ def test_empty_masks_leave_q_untouched(latent) -> None:
     assert float(out.mask.sum()) == 0
 
 
-@pytest.mark.parametrize("name", ["similarity_bound", "uniform", "distance_band", "softmax_distance"])
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_reproducible_for_every_strategy(latent, name: str) -> None:
     config = CONFIG.replace(sampling_strategy=name)
     encoding, masks = _encode(latent), _masks()
