@@ -27,6 +27,7 @@ from dsr.checkpoints import load_stage1_checkpoint
 from dsr.model import DSR
 from dsr.training import StageEvent, TrainingData, run_stage, stage_iterations
 from dsr.training.state import load_state, save_state
+from studies.runner.storage import storage_filesystem
 from studies.runner.trial import RunSettings, default_interval, resolve_config, stage1_images, stage1_key
 
 PHASE = "stage1"  # the phase's Tune experiment, a folder of the study's experiment
@@ -43,8 +44,7 @@ class Stage1Missing(RuntimeError):
 
 
 def _location(settings: RunSettings, key: str, file_name: str) -> tuple[pafs.FileSystem, str]:
-    location = settings.storage if "://" in settings.storage else str(Path(settings.storage).resolve())
-    filesystem, root = pafs.FileSystem.from_uri(location)
+    filesystem, root = storage_filesystem(settings.storage)
     return filesystem, f"{root}/{settings.experiment}/{PHASE}/{key}/{file_name}"
 
 
