@@ -11,7 +11,8 @@ from typing import Any
 
 from dsr.data.dataset import AnomalyDataset
 from dsr.data.ksdd2 import ksdd2
-from dsr.data.mvtec import check_root, folder, looks_like_category, mvtec, subfolders
+from dsr.data.layout import check_root, looks_like_category, subfolders
+from dsr.data.mvtec import folder, mvtec
 
 DATASET_KINDS = ("mvtec", "ksdd2", "folder", "demo")
 _EXTRA_OPTIONS = {"mvtec": {"antialias"}, "demo": {"antialias"}, "folder": {"antialias", "train_fraction"},

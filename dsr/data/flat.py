@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from dsr.data.dataset import NORMAL_FOLDER, Sample
-from dsr.data.mvtec import image_files, subfolders
+from dsr.data.layout import image_files, subfolders
 
 SPLIT_FILE = ".dsr_split.json"
 DEFAULT_TRAIN_FRACTION = 0.8

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dsr.data.dataset import NORMAL_FOLDER, AnomalyDataset, Sample
 from dsr.data.io import mask_is_anomalous
-from dsr.data.mvtec import check_root, check_split, image_files
+from dsr.data.layout import check_root, check_split, image_files
 
 GT_SUFFIX = "_GT"
 

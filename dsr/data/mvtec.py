@@ -12,46 +12,13 @@ Any image extension in IMAGE_EXTENSIONS is accepted; hidden files and other exte
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from dsr.data.dataset import NORMAL_FOLDER, AnomalyDataset, Sample
-from dsr.data.io import is_image_file
+from dsr.data.flat import DEFAULT_TRAIN_FRACTION, flat_samples, looks_flat
+from dsr.data.layout import check_root, check_split, image_files, looks_like_category, subfolders
 
-SPLITS = ("train", "test")
 MASK_SUFFIX = "_mask"
-
-
-def natural_key(path: Path) -> list:
-    """Sort key that orders '2.png' before '10.png'."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
-
-
-def image_files(folder: Path) -> list[Path]:
-    """The image files directly inside `folder`, in natural order."""
-    return sorted((p for p in folder.iterdir() if is_image_file(p)), key=natural_key)
-
-
-def check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return split
-
-
-def check_root(root: Path | str) -> Path:
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder")
-    return root
-
-
-def looks_like_category(folder: Path) -> bool:
-    """A folder with the MVTec per-category layout (train/good inside)."""
-    return (folder / "train" / NORMAL_FOLDER).is_dir()
-
-
-def subfolders(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
 
 
 def _train_samples(base: Path, category: str) -> list[Sample]:
@@ -157,8 +124,6 @@ def folder(
     folders instead."""
     root = check_root(root)
     check_split(split)
-    from dsr.data.flat import DEFAULT_TRAIN_FRACTION, flat_samples, looks_flat
-
     if not looks_like_category(root) and looks_flat(root):  # good/ beside bad/ (or named defect folders)
         category = root.resolve().name
         fraction = DEFAULT_TRAIN_FRACTION if train_fraction is None else train_fraction
