@@ -86,7 +86,9 @@ class DSRConfig:
 
     # --- evaluation ---
     score_filter_size: int = 21  # mean filter on the detection map before the image-score max
-    eval_center_crop: int | None = None  # 224 reproduces the reference's crop before pixel metrics
+    # Pixel metrics' centre crop: "protocol" = the reference's for the dataset kind (MVTec: 224 of 256, see
+    # dsr.protocol; others: whole maps), an int = that crop, None = whole maps
+    eval_center_crop: int | str | None = "protocol"
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -174,8 +176,9 @@ def _validate(c: DSRConfig) -> None:
         _require(getattr(c, name) > 0.0, name, "must be > 0", getattr(c, name))
     _require(0.0 < c.lr_decay_factor <= 1.0, "lr_decay_factor", "must lie in (0, 1]", c.lr_decay_factor)
     _require(c.score_filter_size % 2 == 1, "score_filter_size", "must be odd", c.score_filter_size)
-    _require(c.eval_center_crop is None or 0 < c.eval_center_crop <= c.image_size, "eval_center_crop",
-             "must be None or in (0, image_size]", c.eval_center_crop)
+    crop = c.eval_center_crop
+    _require(crop is None or crop == "protocol" or (isinstance(crop, int) and 0 < crop <= c.image_size),
+             "eval_center_crop", "must be 'protocol', None or an integer in (0, image_size]", crop)
 
 
 # Named configurations. A preset is only different numbers: "small" keeps every part of DSR but narrow and at

@@ -75,7 +75,9 @@ def build_dataset(
             raise ValueError(f"dataset kind {kind!r} needs a category; present: {list_categories(kind, root)}")
         if kind == "demo":
             _check_demo_built(root)
-        return mvtec(root, category, split, image_size, channel_order, **options)
+        dataset = mvtec(root, category, split, image_size, channel_order, **options)
+        dataset.kind = kind
+        return dataset
     name = root.resolve().name
     if category is not None and category != name:
         raise ValueError(f"dataset kind {kind!r} has the single category {name!r} (the folder's name), "

@@ -50,7 +50,8 @@ class AnomalyDataset(Dataset):
     Anomalous images may come without masks, all of them or none (`has_masks`); their mask item is all zero and
     must not be scored (evaluation reports pixel metrics as not defined).
 
-    channel_order "bgr" reproduces the reference's OpenCV loading; antialias=False its plain bilinear resize.
+    channel_order "bgr" reproduces the reference's OpenCV loading; antialias=False (default) its plain bilinear
+    resize.
     Raises ValueError on an empty sample list, a bad label, masks for some anomalous samples only, and (when an item
     is read or `validate()` runs) on a corrupt file or a mask whose size differs from its image.
     """
@@ -60,14 +61,16 @@ class AnomalyDataset(Dataset):
         samples: Sequence[Sample],
         image_size: int = 256,
         channel_order: str = "rgb",
-        antialias: bool = True,
+        antialias: bool = False,
         name: str = "dataset",
+        kind: str = "",
     ) -> None:
         self.samples = tuple(samples)
         self.image_size = check_image_size(image_size)
         self.channel_order = check_channel_order(channel_order)
         self.antialias = antialias
         self.name = name
+        self.kind = kind  # the dataset kind ("mvtec", "demo", ...): decides the evaluation protocol (dsr.protocol)
         if not self.samples:
             raise ValueError(f"{name}: zero images found")
         for sample in self.samples:

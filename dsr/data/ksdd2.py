@@ -38,7 +38,7 @@ def _pairs(split_dir: Path) -> list[tuple[Path, Path]]:
 
 def ksdd2(
     root: Path | str, split: str, image_size: int = 256, channel_order: str = "rgb", supervised_count: int = 0,
-    antialias: bool = True,
+    antialias: bool = False,
 ) -> AnomalyDataset:
     """The KSDD2 train or test split. supervised_count (train only; ignored for test) adds that many annotated
     anomalous train images. Raises FileNotFoundError / ValueError naming the path on a wrong layout, a missing
@@ -67,4 +67,4 @@ def ksdd2(
         samples = normal + anomalous[:supervised_count]
         if not samples:
             raise ValueError(f"zero normal images in {split_dir} (every mask there has anomalous pixels)")
-    return AnomalyDataset(samples, image_size, channel_order, antialias, name=f"{category}/{split}")
+    return AnomalyDataset(samples, image_size, channel_order, antialias, name=f"{category}/{split}", kind="ksdd2")

@@ -96,7 +96,7 @@ def category_samples(base: Path, category: str, split: str) -> list[Sample]:
 
 def mvtec(
     root: Path | str, category: str, split: str, image_size: int = 256, channel_order: str = "rgb",
-    antialias: bool = True,
+    antialias: bool = False,
 ) -> AnomalyDataset:
     """One MVTec AD category (`root` is the folder holding the category folders). Raises FileNotFoundError /
     ValueError naming the path on a wrong layout, zero images or a missing mask."""
@@ -111,11 +111,11 @@ def mvtec(
         raise FileNotFoundError(f"category folder {base} not found (expected <root>/<category>/train/good/); "
                                 f"categories present in {root}: {present}{hint}")
     samples = category_samples(base, category, split)
-    return AnomalyDataset(samples, image_size, channel_order, antialias, name=f"{category}/{split}")
+    return AnomalyDataset(samples, image_size, channel_order, antialias, name=f"{category}/{split}", kind="mvtec")
 
 
 def folder(
-    root: Path | str, split: str, image_size: int = 256, channel_order: str = "rgb", antialias: bool = True,
+    root: Path | str, split: str, image_size: int = 256, channel_order: str = "rgb", antialias: bool = False,
     train_fraction: float | None = None,
 ) -> AnomalyDataset:
     """A user folder in the MVTec layout without the category level (see the module docstring). Its category is
@@ -128,7 +128,7 @@ def folder(
         category = root.resolve().name
         fraction = DEFAULT_TRAIN_FRACTION if train_fraction is None else train_fraction
         return AnomalyDataset(flat_samples(root, split, category, fraction), image_size, channel_order, antialias,
-                              name=f"{category}/{split}")
+                              name=f"{category}/{split}", kind="folder")
     if not looks_like_category(root):
         nested = [p.name for p in subfolders(root) if looks_like_category(p)]
         hint = (f"; it holds category folders {nested}: pass one of them as root, or use kind 'mvtec'"
@@ -138,4 +138,4 @@ def folder(
                                 f"or flat: <root>/good/ beside <root>/bad/){hint}")
     category = root.resolve().name
     return AnomalyDataset(category_samples(root, category, split), image_size, channel_order, antialias,
-                          name=f"{category}/{split}")
+                          name=f"{category}/{split}", kind="folder")

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dsr.data.dataset import DataTensors
 from dsr.evaluation.metrics import aupro, center_crop as crop, image_metrics, pixel_metrics
+from dsr.protocol import evaluation_crop
 
 METRIC_NAMES = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
 PIXEL_METRIC_NAMES = ("pixel_auroc", "pixel_ap", "aupro")
@@ -64,17 +65,27 @@ def evaluate_model(
     dataset: Dataset | DataTensors,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
-    center_crop: int | None = None,
+    center_crop: int | str | None = "protocol",
 ) -> dict[str, float]:
     """image_auroc, image_ap, pixel_auroc, pixel_ap and aupro (FPR <= 0.3) of `model.predict` on a test set.
 
-    dataset: an AnomalyDataset (or any Dataset with image/mask/label dict items) or DataTensors. center_crop=224
-    reproduces the reference's crop of maps and masks before the pixel metrics (image scores are not affected).
+    dataset: an AnomalyDataset (or any Dataset with image/mask/label dict items) or DataTensors. center_crop:
+    "protocol" (default) crops maps and masks as the reference does for the dataset's kind before the pixel
+    metrics (MVTec: the 224 centre of 256; see dsr.protocol), an int crops that many pixels, None keeps whole maps
+    (image scores are never cropped).
     Undefined metrics are NaN (with a warning); a dataset without masks (`has_masks` False) has NaN pixel metrics
     by design (no warning): its anomalies are known per image only.
     """
     scores, maps, labels, masks = predict_all(model, dataset, batch_size, device)
-    return metrics_from_predictions(scores, maps, labels, masks, has_masks(dataset), center_crop)
+    crop = resolve_center_crop(center_crop, dataset, maps.shape[-1])
+    return metrics_from_predictions(scores, maps, labels, masks, has_masks(dataset), crop)
+
+
+def resolve_center_crop(center_crop: int | str | None, dataset: object, image_size: int) -> int | None:
+    """The pixel crop to use: "protocol" is the reference's for `dataset.kind` (none for in-memory tensors)."""
+    if center_crop == "protocol":
+        return evaluation_crop(getattr(dataset, "kind", ""), image_size)
+    return center_crop  # type: ignore[return-value]
 
 
 def has_masks(dataset: Dataset | DataTensors) -> bool:

@@ -58,7 +58,7 @@ def resolve_config(trial: dict[str, Any]) -> DSRConfig:
     config = apply_variant(preset(trial.get("preset", "small")), trial.get("variant", "DSR"))
     overrides = dict(trial.get("overrides") or {})
     config = config.replace(**overrides, seed=int(trial.get("seed", 0)))
-    if "eval_center_crop" not in overrides:  # the reference's protocol for this dataset (MVTec: 224 of 256)
+    if config.eval_center_crop == "protocol":  # the reference's protocol for this dataset (MVTec: 224 of 256)
         config = config.replace(eval_center_crop=evaluation_crop(trial.get("dataset", ""), config.image_size))
     if config.anomaly_source == "feature":
         make_strategy(config)  # an unknown strategy or bad sampling_params fails here, before training
