@@ -8,6 +8,7 @@ strategy = one file with a `@register`ed subclass + one import line in `strategi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Callable, ClassVar, TypeVar
 
 import torch
@@ -110,14 +111,20 @@ class SamplingStrategy:
         with torch.no_grad():
             return self.draw(z.float(), codebook.float(), low[sample_ids], high[sample_ids], generator)
 
+    def distance_chunks(self, z: Tensor, codebook: Tensor, squared: bool = False) -> Iterator[tuple[slice, Tensor]]:
+        """(rows, d) per block of `chunk_rows` rows of z: d (n, K) the ranking distances (or, with `squared`, the
+        true squared distances) of those rows to every code; one block at a time keeps memory cache-sized."""
+        code_norms = (codebook * codebook).sum(1)
+        distances = squared_distances if squared else ranking_distances
+        for start in range(0, z.shape[0], self.chunk_rows):
+            rows = slice(start, start + self.chunk_rows)
+            yield rows, distances(z[rows], codebook, code_norms)
+
     def draw(self, z: Tensor, codebook: Tensor, low: Tensor, high: Tensor, generator: torch.Generator) -> Tensor:
         """Default: a code drawn uniformly from the ranks [low, high) of each row (N,), exactly, in row chunks."""
-        code_norms = (codebook * codebook).sum(1)
         out = torch.empty(z.shape[0], dtype=torch.long, device=z.device)
-        for start in range(0, z.shape[0], self.chunk_rows):
-            end = start + self.chunk_rows
-            d = ranking_distances(z[start:end], codebook, code_norms)  # (n, K)
-            out[start:end] = uniform_in_rank_window(d, low[start:end], high[start:end], generator)
+        for rows, d in self.distance_chunks(z, codebook):
+            out[rows] = uniform_in_rank_window(d, low[rows], high[rows], generator)
         return out
 
 

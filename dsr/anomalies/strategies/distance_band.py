@@ -24,9 +24,9 @@ class DistanceBand(SamplingStrategy):
             self.params["low"] = self.excluded_nearest_fraction
         low, high = self._param_float("low"), self._param_float("high")
         if not 0.0 <= low < 1.0:
-            raise ValueError(f"sampling_params.low of strategy 'distance_band' must lie in [0, 1), got {low!r}")
+            raise ValueError(f"sampling_params.low of strategy {self.name!r} must lie in [0, 1), got {low!r}")
         if not low < high <= 1.0:
-            raise ValueError(f"sampling_params.high of strategy 'distance_band' must lie in (low={low!r}, 1], "
+            raise ValueError(f"sampling_params.high of strategy {self.name!r} must lie in (low={low!r}, 1], "
                              f"got {high!r}")
         self.low, self.high = low, high
 

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from dsr.anomalies import _random
-from dsr.anomalies.strategies.base import SamplingStrategy, rank_of, register, squared_distances
+from dsr.anomalies.strategies.base import SamplingStrategy, rank_of, register
 
 
 @register("softmax_distance")
@@ -35,13 +35,11 @@ class SoftmaxDistance(SamplingStrategy):
         return low, torch.full_like(low, codebook_size)
 
     def draw(self, z: Tensor, codebook: Tensor, low: Tensor, high: Tensor, generator: torch.Generator) -> Tensor:
-        code_norms = (codebook * codebook).sum(1)
         excluded = self.excluded_ranks(codebook.shape[0])  # the same for every row
         out = torch.empty(z.shape[0], dtype=torch.long, device=z.device)
-        for start in range(0, z.shape[0], self.chunk_rows):
-            d = squared_distances(z[start:start + self.chunk_rows], codebook, code_norms)  # (n, K)
+        for rows, d in self.distance_chunks(z, codebook, squared=True):
             logits = d / (-self.temperature * d.mean(1, keepdim=True).clamp_min(1e-12))
-            out[start:start + self.chunk_rows] = self._draw_chunk(d, logits, excluded, generator)
+            out[rows] = self._draw_chunk(d, logits, excluded, generator)
         return out
 
     def _draw_chunk(self, d: Tensor, logits: Tensor, excluded: int, generator: torch.Generator) -> Tensor:

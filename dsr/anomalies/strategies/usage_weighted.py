@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from dsr.anomalies import _random
-from dsr.anomalies.strategies.base import rank_of, ranking_distances, register
+from dsr.anomalies.strategies.base import rank_of, register
 from dsr.anomalies.strategies.distance_band import DistanceBand
 
 
@@ -42,38 +42,26 @@ class UsageWeighted(DistanceBand):
     rounds = 8  # rejection rounds before the exact (topk) path
 
     def validate_params(self) -> None:
-        if self.params["low"] is None:
-            self.params["low"] = self.excluded_nearest_fraction
-        low, high = self._param_float("low"), self._param_float("high")
+        super().validate_params()  # the band: low and high, as distance_band
         smoothing = self._param_float("smoothing")
-        if not 0.0 <= low < 1.0:
-            raise ValueError(f"sampling_params.low of strategy {self.name!r} must lie in [0, 1), got {low!r}")
-        if not low < high <= 1.0:
-            raise ValueError(f"sampling_params.high of strategy {self.name!r} must lie in (low={low!r}, 1], "
-                             f"got {high!r}")
         if not (smoothing > 0.0 and math.isfinite(smoothing)):
             raise ValueError(f"sampling_params.smoothing of strategy {self.name!r} must be a finite number > 0, "
                              f"got {smoothing!r}")
-        self.low, self.high, self.smoothing = low, high, smoothing
+        self.smoothing = smoothing
 
     def usage_counts(self, z: Tensor, codebook: Tensor) -> Tensor:
         """(K,) float64: how many rows of z (N, D) have each code as their nearest (their quantised index)."""
-        code_norms = (codebook * codebook).sum(1)
         counts = torch.zeros(codebook.shape[0], dtype=torch.float64, device=z.device)
-        for start in range(0, z.shape[0], self.chunk_rows):
-            nearest = ranking_distances(z[start:start + self.chunk_rows], codebook, code_norms).argmin(1)
-            counts += torch.bincount(nearest, minlength=codebook.shape[0]).to(torch.float64)
+        for _, d in self.distance_chunks(z, codebook):
+            counts += torch.bincount(d.argmin(1), minlength=codebook.shape[0]).to(torch.float64)
         return counts
 
     def draw(self, z: Tensor, codebook: Tensor, low: Tensor, high: Tensor, generator: torch.Generator) -> Tensor:
         weights = self.usage_counts(z, codebook) + self.smoothing  # (K,), every entry > 0
         cdf = weights.cumsum(0)
-        code_norms = (codebook * codebook).sum(1)
         out = torch.empty(z.shape[0], dtype=torch.long, device=z.device)
-        for start in range(0, z.shape[0], self.chunk_rows):
-            end = start + self.chunk_rows
-            d = ranking_distances(z[start:end], codebook, code_norms)  # (n, K)
-            out[start:end] = self._draw_chunk(d, low[start:end], high[start:end], weights, cdf, generator)
+        for rows, d in self.distance_chunks(z, codebook):
+            out[rows] = self._draw_chunk(d, low[rows], high[rows], weights, cdf, generator)
         return out
 
     def _draw_chunk(self, d: Tensor, low: Tensor, high: Tensor, weights: Tensor, cdf: Tensor,
