@@ -2,7 +2,7 @@
 
 Reads through Ray Tune's own result API (`ExperimentAnalysis`), so it works on a finished, running, failed or
 interrupted experiment without the trainable. A trial counts as done only if it reported `stage == "done"`
-(see notes/results_schema.md); every other trial keeps NaN metrics and says why in `status`.
+(see docs/results_schema.md); every other trial keeps NaN metrics and says why in `status`.
 """
 
 from __future__ import annotations
