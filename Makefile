@@ -1,10 +1,10 @@
-# One venv for everything. `make demo` runs the main job, `make test` the test suite.
+# One venv for everything. `make demo` runs the main job, `make test` the test suite (`make test-fast`: its fast tier).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# every module's behaviour in a few minutes: the study subprocesses and multi-node clusters (marked slow) left out
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(PY) benchmarks/speed.py
