@@ -80,6 +80,18 @@ def build_local_report(results_dir: str | Path, out_dir: str | Path | None = Non
         sections += [search_section] if search_section else []
         notes += search_notes
 
+    from reports.cost import cost_section
+    from reports.provenance import provenance_lines, read_provenance
+
+    experiment_dirs = trials.attrs.get("experiment_dirs", {})
+    provenance = {name: read_provenance(folder) for name, folder in experiment_dirs.items()}
+    try:
+        sections.append(cost_section(trials, experiment_dirs, provenance, out / "tables",
+                                     lambda path: os.path.relpath(path, out).replace(os.sep, "/")))
+    except Exception as error:  # the cost section must not cost the tables; say what failed
+        log.warning("cost section failed: %s", error)
+        notes.append(f"the cost section could not be written ({type(error).__name__}: {error}).")
+
     expected = sum(t.missing.expected for t in tables)
     done = sum(t.missing.done for t in tables)
     head = [
@@ -104,6 +116,7 @@ def build_local_report(results_dir: str | Path, out_dir: str | Path | None = Non
         f"{MISSING} where the trials saved no per-image records. " + _crop_sentence(trials),
         "",
     ]
+    head += provenance_lines(provenance, trials)
     if notes:
         head += ["Notes:", ""] + [f"- {note}" for note in notes] + [""]
     report = out / "report.md"

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from dsr.variants import VARIANTS as VARIANT_FIELDS
+from reports.cost import COST_COLUMNS, trial_cost
 from reports.spec import DEFAULT_SAMPLING_STRATEGY, METRICS
 
 STATE_GLOB = "experiment_state-*.json"  # Tune's experiment snapshot (TuneController.CKPT_FILE_TMPL)
@@ -35,7 +36,7 @@ _VARIANT_STRATEGY = {name: fields["sampling_strategy"] for name, fields in VARIA
 TRIAL_COLUMNS: tuple[str, ...] = (
     "experiment", "trial_id", "status", "tune_status", "study", "variant", "category", "seed", "dataset",
     "preset", "overrides", "lambda_s", "codebook_size", "sampling_strategy", "sampling_params", "sampling",
-    "params", *METRICS, "eval_center_crop", "has_masks", "timestamp", "path",
+    "params", *METRICS, "eval_center_crop", "has_masks", "timestamp", "path", *COST_COLUMNS,
 )
 
 
@@ -74,7 +75,7 @@ def load_experiment(results_dir: str | Path) -> pd.DataFrame:
     Config columns are flattened to the effective values (lambda_s, codebook_size, sampling_strategy fall back to
     the preset's DSRConfig default); metrics are the fractions of the trial's "done" report, NaN if it has none.
     `df.attrs["notes"]` lists experiments or trials that were skipped and why; `df.attrs["experiments"]` names
-    the experiment folders read. Raises ValueError if nothing in results_dir is a dsr-studies experiment.
+    the experiment folders read, `df.attrs["experiment_dirs"]` maps each name to its folder. Raises ValueError if nothing in results_dir is a dsr-studies experiment.
     """
     from ray.tune import ExperimentAnalysis  # heavy import, only when loading
 
@@ -83,6 +84,7 @@ def load_experiment(results_dir: str | Path) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     read: list[str] = []
+    folders: dict[str, str] = {}
     for folder in experiments:
         name = folder.relative_to(root).as_posix() if folder != root else folder.name
         try:
@@ -102,6 +104,7 @@ def load_experiment(results_dir: str | Path) -> pd.DataFrame:
         if len(ours) < len(found):
             notes.append(f"experiment {name}: {len(found) - len(ours)} trial(s) without a 'study' key skipped")
         read.append(name)
+        folders[name] = str(folder)
         rows.extend(ours)
     if not rows:
         detail = "; ".join(notes)
@@ -109,12 +112,14 @@ def load_experiment(results_dir: str | Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
     frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
     frame["codebook_size"] = pd.to_numeric(frame["codebook_size"], errors="coerce").astype("Int64")
-    for column in (*METRICS, "eval_center_crop", "has_masks", "lambda_s", "timestamp"):
+    for column in (*METRICS, "eval_center_crop", "has_masks", "lambda_s", "timestamp", "wall_s", "cpus", "gpus",
+                   *(c for c in COST_COLUMNS if c.startswith("time_"))):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     frame = frame.sort_values(["experiment", "study", "variant", "category", "seed", "trial_id"],
                               key=lambda c: c.astype(str) if c.dtype == object else c).reset_index(drop=True)
     frame.attrs["notes"] = notes
     frame.attrs["experiments"] = read
+    frame.attrs["experiment_dirs"] = folders
     return frame
 
 
@@ -172,6 +177,7 @@ def _trial_row(experiment: str, trial: Any, config: dict[str, Any], history: pd.
         "params": _params_label(variant, overrides),
         "timestamp": last.get("timestamp", math.nan),
         "path": trial.path,
+        **trial_cost(history),
     }
     for metric in METRICS:
         row[metric] = done.get(f"{REPORT_PREFIX}{metric}", done.get(metric, math.nan)) if done is not None else math.nan
