@@ -21,6 +21,7 @@ from typing import Any
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "dsr-studies"
 COMMIT_ENV, DIRTY_ENV = "DSR_CODE_COMMIT", "DSR_CODE_DIRTY"
+PROVENANCE_FILE = "provenance.json"  # an experiment's record of these (studies write it, reports read it)
 LIBRARIES = ("torch", "torchvision", "numpy", "scikit-learn", "ray", "optuna")
 
 

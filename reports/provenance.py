@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-PROVENANCE_FILE = "provenance.json"
+from dsr.provenance import PROVENANCE_FILE
 
 
 def read_provenance(experiment_dir: str | Path) -> dict[str, Any] | None:
@@ -48,7 +48,8 @@ def provenance_lines(documents: dict[str, dict[str, Any] | None], trials: pd.Dat
         if doc is None:
             lines.append(f"- `{name}`: no provenance recorded (an experiment from before it was written)")
             continue
-        codes.add(code_label(doc.get("code")))
+        run_codes = {code_label(run.get("code")) for run in doc.get("runs") or [] if run.get("code")}
+        codes |= run_codes or {code_label(doc.get("code"))}
         libraries = doc.get("libraries") or {}
         library_text = ", ".join(f"{key} {value}" for key, value in libraries.items() if value)
         command = " ".join(doc.get("command") or [])
