@@ -67,19 +67,25 @@ def _per_sample(flags: Tensor) -> Tensor:
 
 @torch.no_grad()
 def feature_anomalies(latent: Any, encoding: Any, mask: Tensor, strategy: SamplingStrategy, config: DSRConfig,
-                      generator: torch.Generator) -> FeatureAnomalies:
+                      generator: torch.Generator, levels: Tensor | None = None) -> FeatureAnomalies:
     """Anomalous quantised features of a batch, given the frozen latent model and its encoding of the images.
 
     latent: a DiscreteLatentModel (uses quantizer_lo/hi.codebook, quantizer_hi.quantize_indices, z_hi_from);
     encoding: its LatentEncoding of the batch (z_lo, q_lo, z_hi, q_hi, features_hi); mask: (B, 1, H, W) in
     [0, 1], e.g. from perlin_masks. Levels follow config.both_levels_probability. Samples with an empty mask
     keep their real Q at both levels. Runs under no_grad; the quantisers' EMA state is not touched.
+    levels: (B,) long BOTH / LO_ONLY / HI_ONLY to use instead of drawing them (replaying a given draw, e.g. the
+    reference code's in tests/training/test_training_parity.py); then nothing is drawn for them.
     """
     q_lo, q_hi = encoding.q_lo, encoding.q_hi
     b = q_lo.shape[0]
     if mask.ndim != 4 or mask.shape[0] != b or mask.shape[1] != 1:
         raise ValueError(f"mask must be (B, 1, H, W) with B = {b}, got {tuple(mask.shape)}")
-    levels = draw_levels(b, config.both_levels_probability, generator, q_lo.device)
+    if levels is None:
+        levels = draw_levels(b, config.both_levels_probability, generator, q_lo.device)
+    elif levels.shape != (b,) or bool(((levels < BOTH) | (levels > HI_ONLY)).any()):
+        raise ValueError(f"levels must be (B,) = ({b},) values in {{BOTH, LO_ONLY, HI_ONLY}}, got {levels.tolist()}")
+    levels = levels.to(q_lo.device).long()
     mask = mask.to(q_lo.dtype)
     mask_lo = pool_mask(mask, tuple(q_lo.shape[-2:]))  # (B, 1, H/8, W/8)
     mask_hi = pool_mask(mask, tuple(q_hi.shape[-2:]))  # (B, 1, H/4, W/4)

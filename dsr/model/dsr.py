@@ -81,8 +81,9 @@ class DSR(nn.Module):
             general_image = self.latent.decode(q_hi, q_lo)
             detection_logits = self.detect(object_image, general_image)
             upsampled = self.upsample(object_image, general_image, detection_logits) if run_upsampling else None
-        return DSROutput(restored, object_image.float(), general_image.float(), detection_logits.float(),
-                         None if upsampled is None else upsampled.float())
+        dtype = torch.promote_types(q_hi.dtype, torch.float32)  # undo bf16 autocast; float64 stays float64
+        return DSROutput(restored, object_image.to(dtype), general_image.to(dtype), detection_logits.to(dtype),
+                         None if upsampled is None else upsampled.to(dtype))
 
     def autocast(self, device: torch.device, precision: str | None = None) -> torch.autocast:
         """bf16 autocast context when precision (default: the config's) is "bf16", else a disabled one."""

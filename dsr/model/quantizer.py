@@ -69,7 +69,7 @@ class VectorQuantizer(nn.Module):
         return z + (codes - z).detach()
 
     def forward(self, z: torch.Tensor) -> Quantized:
-        z = z.float()
+        z = z.to(torch.promote_types(z.dtype, torch.float32))  # fp32 at least; float64 stays float64
         indices = self.quantize_indices(z)
         codes = self.lookup(indices)
         if self.training and torch.is_grad_enabled():  # never under no_grad/inference_mode (e.g. predict)

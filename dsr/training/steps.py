@@ -16,6 +16,7 @@ from dsr.anomalies import (SamplingStrategy, TextureSource, colour_blob_anomalie
                            random_rotation, texture_anomalies)
 from dsr.losses import focal_loss, stage2_loss
 from dsr.model import DSR
+from dsr.model.latent import LatentEncoding
 
 
 @dataclass
@@ -59,7 +60,11 @@ def trained_modules(model: DSR, stage: str) -> list[nn.Module]:
 def stage1_step(model: DSR, data: TrainingData, generator: torch.Generator, device: torch.device
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """VQ-VAE step: reconstruction MSE + commitment loss; the codebooks learn by EMA (training mode)."""
-    images = data.batch(model.config.stage1_batch_size, generator, device)
+    return stage1_loss(model, data.batch(model.config.stage1_batch_size, generator, device))
+
+
+def stage1_loss(model: DSR, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Stage-1 loss of a given batch (B,3,H,W); in training mode the forward pass also updates the codebooks."""
     reconstruction, encoding = model.latent(images)
     mse = F.mse_loss(reconstruction, images)
     return mse + encoding.loss, {"loss_reconstruction": mse, "loss_commitment": encoding.loss}
@@ -90,6 +95,17 @@ def stage2_step(model: DSR, data: TrainingData, generator: torch.Generator, devi
         weight = None
         if data.anomalous is not None:
             q_hi, q_lo, mask, weight = _mix_real_anomalies(model, data, q_hi, q_lo, mask, generator, device)
+    return None, stage2_backward(model, images, clean, q_hi, q_lo, mask, weight)
+
+
+def stage2_backward(model: DSR, images: torch.Tensor, clean: LatentEncoding, q_hi: torch.Tensor, q_lo: torch.Tensor,
+                    mask: torch.Tensor, weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Eq. 3 on a given anomalous batch and its backward pass (gradients accumulate); returns the loss parts.
+
+    images (B,3,H,W) clean; clean: their latent encoding (the feature targets); q_hi, q_lo: the anomalous
+    quantised features; mask (B,1,H,W) the ground truth; weight (B,) optional reconstruction weights.
+    """
+    c = model.config
     # Micro-batches: every term is a per-sample mean (InstanceNorm, no batch statistics), so accumulating
     # share-weighted gradients over chunks equals the whole-batch gradient while holding a chunk's activations.
     chunk = c.micro_batch_size or len(images)
@@ -103,7 +119,7 @@ def stage2_step(model: DSR, data: TrainingData, generator: torch.Generator, devi
         (terms.total * share).backward()
         for name, value in zip(parts, (terms.focal, terms.feature, terms.image)):
             parts[name] += share * float(value.detach())
-    return None, {name: torch.tensor(value) for name, value in parts.items()}
+    return {name: torch.tensor(value, dtype=torch.float64) for name, value in parts.items()}
 
 
 def _mix_real_anomalies(model: DSR, data: TrainingData, q_hi: torch.Tensor, q_lo: torch.Tensor, mask: torch.Tensor,
@@ -130,10 +146,17 @@ def stage3_step(model: DSR, data: TrainingData, generator: torch.Generator, devi
     images = random_rotation(data.batch(c.batch_size, generator, device), c.stage3_rotation_probability,
                              c.max_rotation_degrees, generator)
     images, mask = colour_blob_anomalies(images, generator, c)
+    return stage3_loss(model, images, mask)
+
+
+def stage3_loss(model: DSR, images: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Focal loss of the upsampling module on given (anomalous) images (B,3,H,W) and their masks (B,1,H,W)."""
+    c = model.config
     with torch.no_grad():
         encoding = model.latent.encode(images)
         out = model(encoding.q_hi, encoding.q_lo, run_upsampling=False)
-    with model.autocast(device):
-        logits = model.upsample(out.object_image, out.general_image, out.detection_logits).float()
+    with model.autocast(images.device):
+        logits = model.upsample(out.object_image, out.general_image, out.detection_logits)
+    logits = logits.to(torch.promote_types(out.detection_logits.dtype, torch.float32))  # undo bf16 autocast
     loss = focal_loss(torch.softmax(logits, dim=1), mask, c.focal_gamma)
     return loss, {"loss_focal": loss}

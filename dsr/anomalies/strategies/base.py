@@ -109,7 +109,8 @@ class SamplingStrategy:
             return torch.empty(0, dtype=torch.long, device=z.device)
         sample_ids = sample_ids.to(z.device)
         with torch.no_grad():
-            return self.draw(z.float(), codebook.float(), low[sample_ids], high[sample_ids], generator)
+            dtype = torch.promote_types(z.dtype, torch.float32)  # fp32 at least; float64 stays float64
+            return self.draw(z.to(dtype), codebook.to(dtype), low[sample_ids], high[sample_ids], generator)
 
     def distance_chunks(self, z: Tensor, codebook: Tensor, squared: bool = False) -> Iterator[tuple[slice, Tensor]]:
         """(rows, d) per block of `chunk_rows` rows of z: d (n, K) the ranking distances (or, with `squared`, the
@@ -164,9 +165,14 @@ def uniform_in_rank_window(d: Tensor, low: Tensor, high: Tensor, generator: torc
 
 def _exact_rank_draw(d: Tensor, low: Tensor, high: Tensor, generator: torch.Generator) -> Tensor:
     """Uniform rank in [low, high) per row, found with a partial sort from the nearer or the farther end."""
+    return codes_at_ranks(d, _random.uniform_int(low, high, generator))
+
+
+def codes_at_ranks(d: Tensor, rank: Tensor) -> Tensor:
+    """(n,) column index of rank `rank[i]` (0 = smallest) in row i of d (n, K), by a partial sort from the nearer
+    or the farther end, whichever is shorter. Ties keep topk's order."""
     k = d.shape[1]
-    rank = _random.uniform_int(low, high, generator)  # (n,)
-    nearest_needed, farthest_needed = int(high.max()), k - int(low.min())
+    nearest_needed, farthest_needed = int(rank.max()) + 1, k - int(rank.min())
     if nearest_needed <= farthest_needed:
         order = torch.topk(d, nearest_needed, dim=1, largest=False, sorted=True).indices
         return order.gather(1, rank[:, None]).squeeze(1)
