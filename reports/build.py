@@ -10,6 +10,7 @@ from pathlib import Path
 import seaborn as sns
 
 from reports import figures
+from reports.defects import DEFECT_NOTE, defect_display, write_defects
 from reports.load import load_experiment
 from reports.render import PAPER_NOTE, summary_display, table_title, to_markdown, write_study
 from reports.spec import CONDITION_NAMES, METRIC_NAMES, MISSING
@@ -64,6 +65,7 @@ def build_local_report(results_dir: str | Path, out_dir: str | Path | None = Non
     sections = []
     for table in tables:
         files = write_study(table, out / "tables")
+        breakdown, defect_files = write_defects(table, out / "tables")
         if table.duplicates_dropped:
             notes.append(f"{table.name}: {table.duplicates_dropped} duplicate trial(s) of the same cell; the latest "
                          "finished one is used.")
@@ -75,7 +77,7 @@ def build_local_report(results_dir: str | Path, out_dir: str | Path | None = Non
         gallery = _draw_gallery(table, out / "figures")
         if gallery is not None:
             figure_paths["gallery"] = gallery
-        sections.append(_section(table, files, figure_paths, out))
+        sections.append(_section(table, files, figure_paths, out, breakdown, defect_files))
         search_section, search_notes = _search_section(trials, table, out)
         sections += [search_section] if search_section else []
         notes += search_notes
@@ -214,7 +216,8 @@ def _overview(table: StudyTable, ax) -> None:
         ax.set_xlabel(" / ".join(CONDITION_NAMES.get(c, c) for c in table.conditions))
 
 
-def _section(table: StudyTable, files: dict[str, dict[str, Path]], figs: dict[str, Path], out: Path) -> str:
+def _section(table: StudyTable, files: dict[str, dict[str, Path]], figs: dict[str, Path], out: Path,
+             breakdown=None, defect_files: dict[str, dict[str, Path]] | None = None) -> str:
     def link(path: Path) -> str:
         return os.path.relpath(path, out).replace(os.sep, "/")
 
@@ -228,7 +231,13 @@ def _section(table: StudyTable, files: dict[str, dict[str, Path]], figs: dict[st
         f = files[metric]
         lines.append(f"- Per category, {METRIC_NAMES[metric]}: [Markdown]({link(f['md'])}) · "
                      f"[LaTeX]({link(f['tex'])}) · [CSV]({link(f['csv'])})")
+    for metric, f in (defect_files or {}).items():
+        lines.append(f"- Per defect type, {METRIC_NAMES[metric]}: [Markdown]({link(f['md'])}) · "
+                     f"[LaTeX]({link(f['tex'])}) · [CSV]({link(f['csv'])})")
     lines.append("")
+    if defect_files:
+        lines += [f"Per defect type, {METRIC_NAMES['image_auroc']}. {DEFECT_NOTE}", "",
+                  to_markdown(defect_display(breakdown, table, "image_auroc"), "").split("\n", 2)[2].rstrip(), ""]
     for suffix, path in figs.items():
         lines += [f"![{table.name} {suffix}]({link(path)}) ([PDF]({link(path.with_suffix('.pdf'))}))", ""]
     return "\n".join(lines)

@@ -4,6 +4,10 @@ A defect is drawn as a coverage map: the shape is rasterised at SUPERSAMPLE x re
 so edges are anti-aliased and coverage[i, j] is the fraction of pixel (i, j) the defect covers. The defect is
 alpha-blended into the image with that coverage; its mask is `coverage >= 0.5` (the pixels at least half
 covered). Sizes are fractions of the image side so they scale with image_size.
+
+Two families: strong defects (cracks >= 3 px at 64, holes, stains of a distinct hue, bright scratches) and the
+kind real inspection mostly meets, thin scratches (about 1.5 px at 64) and low-contrast stains (the surface's own
+colour, a little darker or lighter and shifted in hue), which a detector that only learnt gross changes misses.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ _MAX_TRIES = 50
 
 Painter = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 DEFECTS: dict[str, Painter] = {}
+MIN_AREA: dict[str, float] = {}  # per defect: the smallest mask fraction accepted (thin defects cover less)
 
 
-def register(name: str) -> Callable[[Painter], Painter]:
+def register(name: str, min_area: float = MIN_AREA_FRACTION) -> Callable[[Painter], Painter]:
     def add(painter: Painter) -> Painter:
         DEFECTS[name] = painter
+        MIN_AREA[name] = min_area
         return painter
     return add
 
@@ -128,16 +134,47 @@ def hole(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     return np.clip(image * (1.0 - alpha) + darkened * alpha, 0.0, 1.0), coverage
 
 
+@register("thin_scratch", min_area=0.006)
+def thin_scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A long, thin, slightly curved stroke a little lighter than the surface (a hairline scratch)."""
+    size = image.shape[0]
+    canvas, draw = _canvas(size)
+    width = rng.uniform(0.022, 0.03) * size * SUPERSAMPLE  # 1.4-1.9 px at 64
+    points = _polyline(rng, size, segments=int(rng.integers(2, 4)), length=rng.uniform(0.6, 0.9), turn=0.25)
+    draw.line(points, fill=255, width=int(round(width)), joint="curve")
+    coverage = _coverage(canvas, size)
+    colour = np.clip(image.reshape(-1, 3).mean(0) + rng.uniform(0.3, 0.45), 0.0, 1.0).astype(np.float32)
+    return _blend(image, coverage, colour, opacity=rng.uniform(0.6, 0.8)), coverage
+
+
+@register("faint_stain")
+def faint_stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A low-contrast discolouration: the surface's own colour, shifted in hue and darker, translucent."""
+    size = image.shape[0]
+    canvas, draw = _canvas(size)
+    centre = rng.uniform(0.25, 0.75, size=2)
+    for _ in range(int(rng.integers(3, 6))):
+        c = (centre + rng.normal(0.0, 0.05, size=2)) * size * SUPERSAMPLE
+        rx, ry = rng.uniform(0.06, 0.11, size=2) * size * SUPERSAMPLE
+        draw.ellipse([c[0] - rx, c[1] - ry, c[0] + rx, c[1] + ry], fill=255)
+    coverage = _coverage(canvas, size, blur=0.6)
+    h, s, v = colorsys.rgb_to_hsv(*image.reshape(-1, 3).mean(0))
+    hue = (h + rng.choice([-1.0, 1.0]) * rng.uniform(0.06, 0.12)) % 1.0
+    colour = np.array(colorsys.hsv_to_rgb(hue, min(1.0, s + 0.25), v * rng.uniform(0.55, 0.7)), dtype=np.float32)
+    return _blend(image, coverage, colour, opacity=rng.uniform(0.4, 0.55)), coverage
+
+
 def draw_defect(name: str, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Apply the named defect to an image (S, S, 3) float in [0, 1]; returns (image, mask (S, S) bool).
 
-    A draw whose mask covers less than MIN_AREA_FRACTION of the image is retried with the same generator.
+    A draw whose mask covers less than the defect's MIN_AREA (MIN_AREA_FRACTION unless registered smaller) of
+    the image is retried with the same generator.
     """
     if name not in DEFECTS:
         raise ValueError(f"unknown defect {name!r}; known defects: {', '.join(DEFECTS)}")
     for _ in range(_MAX_TRIES):
         painted, coverage = DEFECTS[name](image, rng)
         mask = coverage >= 0.5
-        if mask.mean() >= MIN_AREA_FRACTION:
+        if mask.mean() >= MIN_AREA[name]:
             return painted.astype(np.float32), mask
-    raise AssertionError(f"defect {name!r} stayed below {MIN_AREA_FRACTION} of the image in {_MAX_TRIES} tries")
+    raise AssertionError(f"defect {name!r} stayed below {MIN_AREA[name]} of the image in {_MAX_TRIES} tries")

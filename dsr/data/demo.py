@@ -39,16 +39,17 @@ from PIL import Image
 
 from dsr.data.defects import DEFECTS, draw_defect
 
-# category -> (photograph in skimage/data, RGB tint, defect types drawn in its test set)
+# category -> (photograph in skimage/data, RGB tint, defect types drawn in its test set): the strong defects of
+# version 2, then the subtle kinds real inspection meets (thin scratches, low-contrast stains)
 DEMO_SOURCES: dict[str, tuple[str, tuple[float, float, float], tuple[str, ...]]] = {
-    "brick": ("brick.png", (1.0, 0.78, 0.62), ("crack", "hole", "stain")),
-    "grass": ("grass.png", (0.72, 1.0, 0.58), ("scratch", "stain", "crack")),
-    "gravel": ("gravel.png", (0.95, 0.93, 0.88), ("hole", "scratch", "stain")),
+    "brick": ("brick.png", (1.0, 0.78, 0.62), ("crack", "hole", "stain", "thin_scratch", "faint_stain")),
+    "grass": ("grass.png", (0.72, 1.0, 0.58), ("scratch", "stain", "crack", "thin_scratch", "faint_stain")),
+    "gravel": ("gravel.png", (0.95, 0.93, 0.88), ("hole", "scratch", "stain", "thin_scratch", "faint_stain")),
 }
 DEMO_CATEGORIES = tuple(DEMO_SOURCES)
 STARTED_MARKER = ".dsr_demo_started"  # written first: this folder is a demo build (ours to replace)
 COMPLETE_MARKER = ".dsr_demo_complete.json"  # written last, holds the build parameters
-DEMO_VERSION = 2  # bump when the builder's output changes, so old builds are rebuilt
+DEMO_VERSION = 3  # bump when the builder's output changes, so old builds are rebuilt (3: subtle defects added)
 STAGE1_FOLDER = "stage1"  # general-purpose photographs for stage 1 (not a category: no train/good)
 STAGE1_COUNT = 1200  # crops in it (build_demo's default)
 _STAGE1_CROP_RANGE = (0.15, 0.6)
@@ -207,8 +208,8 @@ def build_demo(
     categories: Sequence[str] = DEMO_CATEGORIES,
     image_size: int = 128,
     train_count: int = 60,
-    test_good_count: int = 15,
-    test_defect_count: int = 15,
+    test_good_count: int = 20,
+    test_defect_count: int = 25,  # 5 per defect type
     seed: int = 0,
     stage1_count: int = STAGE1_COUNT,
 ) -> Path:
@@ -258,8 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--categories", nargs="+", default=list(DEMO_CATEGORIES), choices=DEMO_CATEGORIES)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--train-count", type=int, default=60)
-    parser.add_argument("--test-good-count", type=int, default=15)
-    parser.add_argument("--test-defect-count", type=int, default=15)
+    parser.add_argument("--test-good-count", type=int, default=20)
+    parser.add_argument("--test-defect-count", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stage1-count", type=int, default=STAGE1_COUNT, help="general photographs for stage 1")
     args = parser.parse_args(argv)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,8 @@ from dsr.protocol import evaluation_crop
 
 METRIC_NAMES = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
 PIXEL_METRIC_NAMES = ("pixel_auroc", "pixel_ap", "aupro")
+DEFECT_METRIC_NAMES = ("image_auroc", "pixel_ap")  # broken down per defect type (test folder name)
+NORMAL_TYPE = "good"  # the defect type of normal test images (MVTec's folder name)
 
 
 def _batches(dataset: Dataset | DataTensors, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor,
@@ -66,6 +68,7 @@ def evaluate_model(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     center_crop: int | str | None = "protocol",
+    by_defect: bool = False,
 ) -> dict[str, float]:
     """image_auroc, image_ap, pixel_auroc, pixel_ap and aupro (FPR <= 0.3) of `model.predict` on a test set.
 
@@ -75,10 +78,60 @@ def evaluate_model(
     (image scores are never cropped).
     Undefined metrics are NaN (with a warning); a dataset without masks (`has_masks` False) has NaN pixel metrics
     by design (no warning): its anomalies are known per image only.
+    by_defect: also "image_auroc/<defect>" and "pixel_ap/<defect>" per defect type (see `defect_metrics`); needs
+    a dataset with `samples` (defect_type per image).
     """
     scores, maps, labels, masks = predict_all(model, dataset, batch_size, device)
     crop = resolve_center_crop(center_crop, dataset, maps.shape[-1])
-    return metrics_from_predictions(scores, maps, labels, masks, has_masks(dataset), crop)
+    metrics = metrics_from_predictions(scores, maps, labels, masks, has_masks(dataset), crop)
+    if by_defect:
+        per_defect = defect_metrics(scores, maps, labels, masks, defect_types(dataset), has_masks(dataset), crop)
+        metrics.update(flatten_defect_metrics(per_defect))
+    return metrics
+
+
+def defect_types(dataset: object) -> list[str]:
+    """The defect type (test folder name, "good" for normal images) of every image of a dataset, in order."""
+    samples = getattr(dataset, "samples", None)
+    if samples is None:
+        raise ValueError("per-defect metrics need a dataset with samples (an AnomalyDataset), not bare tensors")
+    return [str(s.defect_type) for s in samples]
+
+
+def defect_metrics(scores: np.ndarray, maps: np.ndarray, labels: np.ndarray, masks: np.ndarray,
+                   types: Sequence[str], with_masks: bool = True, center_crop: int | None = None
+                   ) -> dict[str, dict[str, float]]:
+    """Image AUROC and pixel AP per defect type: that type's images against *all* normal test images.
+
+    A category's mean can hide a defect kind the model misses (a detector blind to dark holes still scores
+    well when cracks are easy); this breakdown shows it. types: (N,) defect type per image ("good" = normal);
+    anomalous images of type "good" are impossible by construction and raise ValueError. Pixel AP is NaN
+    without masks; every value is NaN when there is no normal test image.
+    """
+    types = np.asarray(types, dtype=str)
+    labels = np.asarray(labels).astype(bool)
+    if types.shape != labels.shape:
+        raise ValueError(f"defect types {types.shape} and labels {labels.shape} differ in length")
+    if (labels & (types == NORMAL_TYPE)).any() or (~labels & (types != NORMAL_TYPE)).any():
+        raise ValueError(f"labels disagree with defect types: images of type {NORMAL_TYPE!r} must be normal, "
+                         "every other type anomalous")
+    normal = types == NORMAL_TYPE
+    maps, masks = crop(maps, center_crop), crop(masks, center_crop)
+    out: dict[str, dict[str, float]] = {}
+    for defect in sorted(set(types[~normal].tolist())):
+        chosen = normal | (types == defect)
+        values = {"image_auroc": math.nan, "pixel_ap": math.nan}
+        if normal.any():
+            values["image_auroc"] = image_metrics(scores[chosen], labels[chosen])["image_auroc"]
+            if with_masks:
+                values["pixel_ap"] = pixel_metrics(maps[chosen], masks[chosen])["pixel_ap"]
+        out[defect] = values
+    return out
+
+
+def flatten_defect_metrics(per_defect: dict[str, dict[str, float]]) -> dict[str, float]:
+    """{"hole": {"image_auroc": x}} -> {"image_auroc/hole": x}: flat keys for result files."""
+    return {f"{metric}/{defect}": value for defect, values in per_defect.items() for metric, value in values.items()}
 
 
 def resolve_center_crop(center_crop: int | str | None, dataset: object, image_size: int) -> int | None:

@@ -4,11 +4,14 @@ Metrics alone cannot say whether a 2-point AUROC gap is noise. A trial therefore
 image score and label, a fixed seeded subsample of its pixels (scores and mask labels, every anomalous pixel kept
 up to a cap) for pixel AP, and small uint8 thumbnails of the image, its mask and its anomaly map for galleries.
 Reports resample these; they never need the model or the data again. A few hundred KB for 100 test images.
+Records also keep image AUROC and pixel AP per defect type (test folder name) on the full maps, each against every
+normal test image, so a report can show which kind of defect a model misses (`EvaluationRecords.by_defect`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import math
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +19,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from dsr.evaluation.evaluate import has_masks, metrics_from_predictions, predict_all
+from dsr.evaluation.evaluate import (NORMAL_TYPE, defect_metrics, has_masks, metrics_from_predictions,
+                                     predict_all)
 from dsr.evaluation.metrics import center_crop as crop
 
 THUMBNAIL_SIZE = 64  # side of the stored image, mask and map thumbnails
 PIXEL_SAMPLES = 512  # pixels kept per image for the pixel-AP bootstrap
-RECORDS_FORMAT = "dsr-studies/records/1"
+RECORDS_FORMAT = "dsr-studies/records/2"  # 2: per-defect metrics added
+READABLE_FORMATS = ("dsr-studies/records/1", RECORDS_FORMAT)  # format 1 has no per-defect pixel AP
 
 
 @dataclass
@@ -39,9 +44,55 @@ class EvaluationRecords:
     images: np.ndarray  # (N, T, T, 3) uint8 thumbnails
     masks: np.ndarray  # (N, T, T) uint8 (0/255)
     maps: np.ndarray  # (N, T, T) uint8: anomaly probability x 255
+    # per defect type (sorted), on the full maps, against all normal test images (NaN: not defined / not stored)
+    defect_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))  # (D,) str
+    defect_image_auroc: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))  # (D,)
+    defect_pixel_ap: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))  # (D,)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def by_defect(self) -> dict[str, dict[str, float]]:
+        """{defect type: {"image_auroc", "pixel_ap"}} (fractions), every anomalous type of the test set.
+
+        The stored full-data values; records without them (format 1, or built by hand) get image AUROC from the
+        stored scores (exact) and NaN pixel AP (the pixel subsample would overstate it).
+        """
+        stored = {str(name): {"image_auroc": float(auroc), "pixel_ap": float(ap)} for name, auroc, ap in
+                  zip(self.defect_names, self.defect_image_auroc, self.defect_pixel_ap)}
+        out = {}
+        for defect in sorted({str(t) for t in self.defect_types} - {NORMAL_TYPE}):
+            out[defect] = stored.get(defect) or {"image_auroc": _image_auroc(self, defect), "pixel_ap": math.nan}
+        return out
+
+    def select(self, index: np.ndarray) -> "EvaluationRecords":
+        """The records of some images only (index: positions or a boolean mask); per-defect values are kept."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in _PER_IMAGE:
+            values[name] = values[name][index]
+        return EvaluationRecords(**values)
+
+    def of_defect(self, defect: str) -> "EvaluationRecords":
+        """The normal images and the images of one defect type: the test set of that type's breakdown."""
+        types = self.defect_types.astype(str)
+        if defect not in set(types.tolist()) - {NORMAL_TYPE}:
+            raise ValueError(f"no test images of defect type {defect!r}; types: {sorted(set(types.tolist()))}")
+        return self.select((types == NORMAL_TYPE) | (types == defect))
+
+
+_PER_IMAGE = ("paths", "defect_types", "labels", "image_scores", "pixel_scores", "pixel_labels", "images", "masks",
+              "maps")
+
+
+def _image_auroc(records: EvaluationRecords, defect: str) -> float:
+    """Image AUROC of one defect type against all normal images, from the stored scores (NaN if undefined)."""
+    from dsr.evaluation.metrics import image_metrics
+
+    types = records.defect_types.astype(str)
+    chosen = (types == NORMAL_TYPE) | (types == defect)
+    if not (types == NORMAL_TYPE).any():
+        return math.nan
+    return image_metrics(records.image_scores[chosen], records.labels[chosen])["image_auroc"]
 
 
 def evaluate_with_records(model: torch.nn.Module, dataset, batch_size: int = 8, device: str | torch.device = "cpu",
@@ -58,6 +109,8 @@ def evaluate_with_records(model: torch.nn.Module, dataset, batch_size: int = 8, 
     cropped_maps, cropped_masks = crop(maps, center_crop), crop(masks, center_crop)
     pixel_scores, pixel_labels = sample_pixels(cropped_maps, cropped_masks, pixel_samples, seed)
     samples = dataset.samples
+    types = [s.defect_type for s in samples]
+    per_defect = defect_metrics(scores, maps, labels, masks, types, with_masks, center_crop)
     records = EvaluationRecords(
         paths=np.array([test_image_name(s.image_path) for s in samples]),
         defect_types=np.array([s.defect_type for s in samples]),
@@ -70,6 +123,9 @@ def evaluate_with_records(model: torch.nn.Module, dataset, batch_size: int = 8, 
         images=images,
         masks=_thumbnail(masks.astype(np.float32)),
         maps=_thumbnail(maps),
+        defect_names=np.array(list(per_defect), dtype=str),
+        defect_image_auroc=np.array([v["image_auroc"] for v in per_defect.values()], dtype=np.float64),
+        defect_pixel_ap=np.array([v["pixel_ap"] for v in per_defect.values()], dtype=np.float64),
     )
     return metrics, records
 
@@ -101,6 +157,7 @@ def save_records(records: EvaluationRecords, path: str | Path) -> Path:
     values["center_crop"] = np.array(records.center_crop)
     values["paths"] = records.paths.astype(str)
     values["defect_types"] = records.defect_types.astype(str)
+    values["defect_names"] = records.defect_names.astype(str)
     np.savez_compressed(path, format=np.array(RECORDS_FORMAT), **values)
     return path
 
@@ -109,9 +166,11 @@ def load_records(path: str | Path) -> EvaluationRecords:
     """Read records written by `save_records`; ValueError naming the file if it is not one."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            if "format" not in data or str(data["format"]) != RECORDS_FORMAT:
+            if "format" not in data or str(data["format"]) not in READABLE_FORMATS:
                 raise ValueError(f"{path}: not an evaluation records file of this project ({RECORDS_FORMAT})")
-            values = {f.name: data[f.name] for f in fields(EvaluationRecords)}
+            optional = {"defect_names", "defect_image_auroc", "defect_pixel_ap"}  # absent from format 1
+            values = {f.name: data[f.name] for f in fields(EvaluationRecords)
+                      if f.name not in optional or f.name in data}
     except (OSError, KeyError, EOFError) as error:
         raise ValueError(f"{path}: unreadable evaluation records ({error})") from error
     values["has_masks"] = bool(values["has_masks"])

@@ -9,7 +9,7 @@ from sklearn.metrics import average_precision_score
 
 from dsr import DSR, preset
 from dsr.data import AnomalyDataset, Sample
-from dsr.evaluation import evaluate_model, evaluate_with_records, load_records, save_records
+from dsr.evaluation import EvaluationRecords, evaluate_model, evaluate_with_records, load_records, save_records
 from dsr.evaluation.records import sample_pixels
 
 
@@ -41,12 +41,16 @@ def test_records_give_evaluate_models_metrics_and_survive_a_round_trip(dataset, 
     metrics, records = evaluate_with_records(model, dataset, center_crop=56)
     expected = evaluate_model(model, dataset, center_crop=56)
     assert metrics == pytest.approx(expected, nan_ok=True)
+    by_defect = evaluate_model(model, dataset, center_crop=56, by_defect=True)
+    assert by_defect["image_auroc/crack"] == pytest.approx(records.by_defect()["crack"]["image_auroc"])
+    assert by_defect["pixel_ap/crack"] == pytest.approx(records.by_defect()["crack"]["pixel_ap"])
     assert len(records) == 5 and records.labels.tolist() == [0, 0, 0, 1, 1]
     assert records.paths[3] == "crack/003.png" and records.defect_types.tolist()[3] == "crack"
     assert records.images.shape == (5, 64, 64, 3) and records.maps.dtype == np.uint8
     assert records.center_crop == 56 and records.has_masks
     loaded = load_records(save_records(records, tmp_path / "records.npz"))
-    for name in ("paths", "labels", "image_scores", "pixel_scores", "pixel_labels", "images", "masks", "maps"):
+    for name in ("paths", "labels", "image_scores", "pixel_scores", "pixel_labels", "images", "masks", "maps",
+                 "defect_names", "defect_image_auroc", "defect_pixel_ap"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(records, name), err_msg=name)
     assert loaded.center_crop == 56 and loaded.has_masks is True
 
@@ -85,3 +89,55 @@ def test_without_masks_pixel_metrics_are_not_defined_and_image_metrics_are(datas
     assert all(np.isnan(metrics[name]) for name in ("pixel_auroc", "pixel_ap", "aupro"))
     assert not records.has_masks
     assert not [w for w in recwarn if "pixel" in str(w.message).lower()]  # by design, not a warning
+
+
+def _scored(types: list[str], scores: list[float]) -> EvaluationRecords:
+    """Hand-made records of len(types) images with the given image scores (no stored per-defect values)."""
+    n = len(types)
+    labels = np.array([t != "good" for t in types], np.int8)
+    return EvaluationRecords(
+        paths=np.array([f"{t}/{i:03d}.png" for i, t in enumerate(types)]), defect_types=np.array(types),
+        labels=labels, image_scores=np.array(scores, np.float32), pixel_scores=np.zeros((n, 4), np.float16),
+        pixel_labels=np.zeros((n, 4), bool), has_masks=True, center_crop=0,
+        images=np.zeros((n, 2, 2, 3), np.uint8), masks=np.zeros((n, 2, 2), np.uint8), maps=np.zeros((n, 2, 2), np.uint8))
+
+
+def test_each_defect_type_is_scored_against_every_normal_image() -> None:
+    """A model that catches cracks and misses holes: the category AUROC hides it, the breakdown shows it."""
+    from dsr.evaluation.evaluate import defect_metrics
+
+    types = ["good"] * 4 + ["crack"] * 2 + ["hole"] * 2
+    scores = np.array([0.30, 0.32, 0.34, 0.36, 0.9, 0.8, 0.31, 0.33])
+    maps = np.zeros((8, 4, 4))
+    masks = np.zeros((8, 4, 4), bool)
+    masks[4:, :2] = True
+    maps[4:6, :2] = 1.0  # crack maps right, hole maps empty
+    labels = np.array([t != "good" for t in types])
+    per = defect_metrics(scores, maps, labels, masks, types)
+    assert list(per) == ["crack", "hole"]
+    assert per["crack"]["image_auroc"] == pytest.approx(1.0)
+    assert per["hole"]["image_auroc"] == pytest.approx(3 / 8)  # 0.31 beats one normal score, 0.33 two: 3 of 8 pairs
+    assert per["crack"]["pixel_ap"] == pytest.approx(1.0) and per["hole"]["pixel_ap"] < 0.3
+    with pytest.raises(ValueError, match="labels disagree"):
+        defect_metrics(scores, maps, ~labels, masks, types)
+    # the same from records that store no per-defect values: image AUROC from the scores, pixel AP not guessed
+    records = _scored(types, scores.tolist())
+    assert records.by_defect()["hole"]["image_auroc"] == pytest.approx(3 / 8)
+    assert np.isnan(records.by_defect()["hole"]["pixel_ap"])
+    hole = records.of_defect("hole")
+    assert hole.defect_types.tolist() == ["good"] * 4 + ["hole"] * 2 and hole.image_scores.shape == (6,)
+    with pytest.raises(ValueError, match="no test images of defect type 'dent'"):
+        records.of_defect("dent")
+
+
+def test_records_of_format_1_still_load(tmp_path: Path) -> None:
+    """Records written before the per-defect fields: readable, image AUROC per defect from their scores."""
+    from dataclasses import fields
+
+    old = _scored(["good", "good", "hole"], [0.1, 0.3, 0.2])
+    values = {f.name: getattr(old, f.name) for f in fields(old) if not f.name.startswith("defect_")
+              or f.name == "defect_types"}
+    values.update(has_masks=np.array(True), center_crop=np.array(0))
+    np.savez_compressed(tmp_path / "old.npz", format=np.array("dsr-studies/records/1"), **values)
+    loaded = load_records(tmp_path / "old.npz")
+    assert loaded.by_defect()["hole"]["image_auroc"] == pytest.approx(0.5) and len(loaded.defect_names) == 0
