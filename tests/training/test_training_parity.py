@@ -5,8 +5,8 @@ make_fixtures.py there, in float64): the stage-1 EMA codebook update, and one st
 their injected randomness (masks, strengths, levels, replaced-code ranks, stage-3 colours and blend factors), loss
 terms, gradients and Adam updates. Here our code replays the same draws and must give the same numbers. Both run
 in float64, so the tolerances check the arithmetic (a real difference is orders of magnitude above them) and not
-which convolution kernel a CPU picked; a float32 run checks the losses at 1e-5 relative. docs/training_parity.md
-lists the observed differences.
+which convolution kernel a CPU picked; float32 runs check losses at 1e-5 relative and stage-2 gradients.
+docs/training_parity.md lists the observed differences.
 """
 
 from __future__ import annotations
@@ -285,14 +285,33 @@ def test_stage3_gradients_and_update_equal_the_reference(stage3) -> None:
 
 # --- float32, as training runs -----------------------------------------------------------------------------------
 
-def test_stage2_losses_in_float32_within_1e5_of_the_reference(tmp_path) -> None:
-    """Our float32 step against the float64 reference: the same codes are chosen and every loss term is within
-    1e-5 relative (float32 rounding through the networks is ~1e-6)."""
+def test_stage2_in_float32_within_fp32_tolerance_of_the_reference(tmp_path) -> None:
+    """Our float32 step against the float64 reference: the same codes are chosen, every loss term is within 1e-5
+    relative (observed <= 1.1e-7) and every gradient within 1e-3 of its tensor's largest (observed 1.1e-5)."""
     fixture = _load("stage2")
-    _, _, anomalies, parts, _ = _stage2(fixture, tmp_path, torch.float32)
+    model, _, anomalies, parts, _ = _stage2(fixture, tmp_path, torch.float32)
     torch.testing.assert_close(anomalies.q_lo.double(), fixture["anomalous_q_lo"], rtol=0, atol=1e-5)
     torch.testing.assert_close(anomalies.q_hi.double(), fixture["anomalous_q_hi"], rtol=0, atol=1e-5)
     assert parts["loss_focal"].item() == pytest.approx(fixture["loss_focal"], rel=1e-5)
     feature = fixture["loss_feature_hi"] + fixture["loss_feature_lo"]
     assert parts["loss_feature"].item() == pytest.approx(feature, rel=1e-5)
     assert parts["loss_image"].item() == pytest.approx(fixture["loss_image"], rel=1e-5)
+    # Gradients before the Adam step (the step itself is not compared in float32: the true-zero bias gradients
+    # are float32 rounding noise, ~1e-7, and Adam's first step turns any non-zero gradient into +-lr).
+    largest = max(g.abs().max().item() for grads in fixture["grads"].values() for g in grads.values())
+    for stem, grads in fixture["grads"].items():
+        ours = _by_reference_key(model, stem)
+        for key, grad in grads.items():
+            bound = 1e-3 * grad.abs().max().item() + 1e-5 * largest
+            assert (ours[key].grad.double() - grad).abs().max().item() <= bound, f"{stem}/{key}"
+
+
+def test_stage3_loss_in_float32_within_1e5_of_the_reference(tmp_path) -> None:
+    """Only the loss: float32 gradients of this tiny random-weight UNet differ from float64 by up to ~1% on some
+    encoder weights (InstanceNorm over 8x8 maps), ours and the reference's alike (docs/training_parity.md)."""
+    fixture = _load("stage3")
+    model = _model(fixture, tmp_path, torch.float32)
+    freeze_for(model, "stage3")
+    with torch.no_grad():
+        loss, _ = stage3_loss(model, fixture["augmented"], fixture["truth_mask"].float())
+    assert loss.item() == pytest.approx(fixture["loss_focal"], rel=1e-5)
