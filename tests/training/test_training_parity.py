@@ -320,3 +320,25 @@ def test_stage3_loss_in_float32_within_1e5_of_the_reference(tmp_path) -> None:
     with torch.no_grad():
         loss, _ = stage3_loss(model, fixture["augmented"], fixture["truth_mask"].float())
     assert loss.item() == pytest.approx(fixture["loss_focal"], rel=1e-5)
+
+
+# --- the seams the replay uses ------------------------------------------------------------------------------------
+
+def test_similarity_bound_window_stops_before_the_farthest_code() -> None:
+    """As the reference (top-k count capped at K - 1): s near 1 never reaches rank K - 1; tiny s keeps one rank."""
+    strategy = SimilarityBound(DSRConfig(similarity_bound=0.2))
+    low, high = strategy.windows_for(torch.tensor([0.2, 0.5, 62.5 / 64, 0.9999], dtype=torch.float64), 64)
+    assert low.tolist() == [3] * 4 and high.tolist() == [13, 33, 63, 63]
+    low, high = SimilarityBound(DSRConfig(similarity_bound=0.01)).windows_for(torch.tensor([0.01]).double(), 64)
+    assert (low.item(), high.item()) == (3, 4)
+
+
+def test_feature_anomalies_rejects_bad_levels() -> None:
+    config = DSRConfig(image_size=64, vq_hidden=8, vq_residual_hidden=4, embedding_dim=4, codebook_size=8)
+    model = DSR(config).eval()
+    with torch.no_grad():
+        encoding = model.latent.encode(torch.rand(2, 3, 64, 64))
+    for levels in (torch.tensor([0, 3]), torch.tensor([0, 1, 2])):
+        with pytest.raises(ValueError, match="levels must be"):
+            feature_anomalies(model.latent, encoding, torch.ones(2, 1, 64, 64), SimilarityBound(config), config,
+                              torch.Generator(), levels)
