@@ -5,12 +5,13 @@ make_fixtures.py there, in float64): the stage-1 EMA codebook update, and one st
 their injected randomness (masks, strengths, levels, replaced-code ranks, stage-3 colours and blend factors), loss
 terms, gradients and Adam updates. Here our code replays the same draws and must give the same numbers. Both run
 in float64, so the tolerances check the arithmetic (a real difference is orders of magnitude above them) and not
-which convolution kernel a CPU picked; a float32 run checks the losses at 1e-5 relative. docs/training_parity.md
-lists the observed differences.
+which convolution kernel a CPU picked; float32 runs check losses at 1e-5 relative and stage-2 gradients.
+docs/training_parity.md lists the observed differences.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -82,6 +83,7 @@ def _by_reference_key(model: DSR, stem: str) -> dict[str, torch.Tensor]:
     return {ref_key: ours[_rename(ref_key, renames)] for ref_key in _reference_keys(stem)}
 
 
+@functools.cache
 def _reference_keys(stem: str) -> list[str]:
     return list(_load("stage2")["reference_keys"][stem])
 
@@ -118,8 +120,10 @@ def stage1(tmp_path_factory) -> tuple[dict, DSR, dict[str, torch.Tensor]]:
     fixture = _load("stage1")
     model = _model(fixture, tmp_path_factory.mktemp("stage1"), torch.float64)
     freeze_for(model, "stage1")
+    seen = []
+    model.latent.general_decoder.register_forward_hook(lambda module, inputs, output: seen.append(output.detach()))
     _, parts = stage1_loss(model, fixture["images"].double())  # training mode: the forward updates the codebooks
-    return fixture, model, parts
+    return fixture, model, {**parts, "reconstruction": seen[0]}
 
 
 def test_stage1_ema_update_equals_the_reference(stage1) -> None:
@@ -134,9 +138,10 @@ def test_stage1_losses_and_reconstruction_equal_the_reference(stage1) -> None:
     fixture, model, parts = stage1
     expected = fixture["loss_commitment_lo"] + fixture["loss_commitment_hi"]
     assert parts["loss_commitment"].item() == pytest.approx(expected, rel=LOSS_RTOL)
-    reconstruction = fixture["reconstruction"].double()  # stored as float32
+    reconstruction = fixture["reconstruction"].double()  # stored as float32: rounding ~5e-9 at its scale 0.08
+    torch.testing.assert_close(parts["reconstruction"], reconstruction, rtol=0, atol=1e-8)
     expected_mse = torch.nn.functional.mse_loss(reconstruction, fixture["images"].double()).item()
-    assert parts["loss_reconstruction"].item() == pytest.approx(expected_mse, rel=1e-6)
+    assert parts["loss_reconstruction"].item() == pytest.approx(expected_mse, rel=1e-8)
 
 
 # --- stage 2: feature-space anomalies, Eq. 3, one Adam step ----------------------------------------------------
@@ -285,14 +290,55 @@ def test_stage3_gradients_and_update_equal_the_reference(stage3) -> None:
 
 # --- float32, as training runs -----------------------------------------------------------------------------------
 
-def test_stage2_losses_in_float32_within_1e5_of_the_reference(tmp_path) -> None:
-    """Our float32 step against the float64 reference: the same codes are chosen and every loss term is within
-    1e-5 relative (float32 rounding through the networks is ~1e-6)."""
+def test_stage2_in_float32_within_fp32_tolerance_of_the_reference(tmp_path) -> None:
+    """Our float32 step against the float64 reference: the same codes are chosen, every loss term is within 1e-5
+    relative (observed <= 1.1e-7) and every gradient within 1e-3 of its tensor's largest (observed 1.1e-5)."""
     fixture = _load("stage2")
-    _, _, anomalies, parts, _ = _stage2(fixture, tmp_path, torch.float32)
+    model, _, anomalies, parts, _ = _stage2(fixture, tmp_path, torch.float32)
     torch.testing.assert_close(anomalies.q_lo.double(), fixture["anomalous_q_lo"], rtol=0, atol=1e-5)
     torch.testing.assert_close(anomalies.q_hi.double(), fixture["anomalous_q_hi"], rtol=0, atol=1e-5)
     assert parts["loss_focal"].item() == pytest.approx(fixture["loss_focal"], rel=1e-5)
     feature = fixture["loss_feature_hi"] + fixture["loss_feature_lo"]
     assert parts["loss_feature"].item() == pytest.approx(feature, rel=1e-5)
     assert parts["loss_image"].item() == pytest.approx(fixture["loss_image"], rel=1e-5)
+    # Gradients before the Adam step (the step itself is not compared in float32: the true-zero bias gradients
+    # are float32 rounding noise, ~1e-7, and Adam's first step turns any non-zero gradient into +-lr).
+    largest = max(g.abs().max().item() for grads in fixture["grads"].values() for g in grads.values())
+    for stem, grads in fixture["grads"].items():
+        ours = _by_reference_key(model, stem)
+        for key, grad in grads.items():
+            bound = 1e-3 * grad.abs().max().item() + 1e-5 * largest
+            assert (ours[key].grad.double() - grad).abs().max().item() <= bound, f"{stem}/{key}"
+
+
+def test_stage3_loss_in_float32_within_1e5_of_the_reference(tmp_path) -> None:
+    """Only the loss: float32 gradients of this tiny random-weight UNet differ from float64 by up to ~1% on some
+    encoder weights (InstanceNorm over 8x8 maps), ours and the reference's alike (docs/training_parity.md)."""
+    fixture = _load("stage3")
+    model = _model(fixture, tmp_path, torch.float32)
+    freeze_for(model, "stage3")
+    with torch.no_grad():
+        loss, _ = stage3_loss(model, fixture["augmented"], fixture["truth_mask"].float())
+    assert loss.item() == pytest.approx(fixture["loss_focal"], rel=1e-5)
+
+
+# --- the seams the replay uses ------------------------------------------------------------------------------------
+
+def test_similarity_bound_window_stops_before_the_farthest_code() -> None:
+    """As the reference (top-k count capped at K - 1): s near 1 never reaches rank K - 1; tiny s keeps one rank."""
+    strategy = SimilarityBound(DSRConfig(similarity_bound=0.2))
+    low, high = strategy.windows_for(torch.tensor([0.2, 0.5, 62.5 / 64, 0.9999], dtype=torch.float64), 64)
+    assert low.tolist() == [3] * 4 and high.tolist() == [13, 33, 63, 63]
+    low, high = SimilarityBound(DSRConfig(similarity_bound=0.01)).windows_for(torch.tensor([0.01]).double(), 64)
+    assert (low.item(), high.item()) == (3, 4)
+
+
+def test_feature_anomalies_rejects_bad_levels() -> None:
+    config = DSRConfig(image_size=64, vq_hidden=8, vq_residual_hidden=4, embedding_dim=4, codebook_size=8)
+    model = DSR(config).eval()
+    with torch.no_grad():
+        encoding = model.latent.encode(torch.rand(2, 3, 64, 64))
+    for levels in (torch.tensor([0, 3]), torch.tensor([0, 1, 2])):
+        with pytest.raises(ValueError, match="levels must be"):
+            feature_anomalies(model.latent, encoding, torch.ones(2, 1, 64, 64), SimilarityBound(config), config,
+                              torch.Generator(), levels)
