@@ -7,7 +7,8 @@
 from ray import tune
 
 from dsr.variants import VARIANTS
-from studies.runner.harness import Study, main
+from studies.runner.harness import main
+from studies.runner.study import Study
 
 
 def add_arguments(parser):

@@ -6,7 +6,8 @@
 
 from ray import tune
 
-from studies.runner.harness import Study, main
+from studies.runner.harness import main
+from studies.runner.study import Study
 
 
 def add_arguments(parser):

@@ -11,7 +11,8 @@ uses the same split, so a grid's winner and a search's are reported on the same 
 
 from ray import tune
 
-from studies.runner.harness import METRIC, MODE, Study, main
+from studies.runner.harness import main
+from studies.runner.study import METRIC, MODE, Study
 
 # Each strategy's searchable parameters: name -> (low, high, log scale)
 STRATEGY_PARAMS = {
@@ -73,13 +74,13 @@ def scheduler(args):
     from ray.tune.schedulers import ASHAScheduler
 
     from dsr.config import preset
-    from studies.runner.harness import parse_override
+    from studies.runner.space import parse_overrides
     from studies.runner.trial import default_interval
 
     # One clock for every trial: the training iteration (stage 2, then stage 3), not the number of reports (which
     # depends on whether a trial trained, waited for or loaded stage 1). Rungs sit on the stage-2 checkpoints,
     # where every trial is evaluated on the search part at the same iterations.
-    config = preset(args.preset, **dict(parse_override(text) for text in args.overrides))
+    config = preset(args.preset, **parse_overrides(args.overrides))
     max_t = config.stage2_iterations + (config.stage3_iterations if config.use_upsampling else 0)
     grace = 2 * default_interval(config.stage2_iterations, 5)
     # max_t one past the end: a trial that trains to the end is never cut before its final (report-part) result

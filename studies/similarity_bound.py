@@ -5,7 +5,8 @@
 
 from ray import tune
 
-from studies.runner.harness import Study, main
+from studies.runner.harness import main
+from studies.runner.study import Study
 
 TABLE5_LAMBDAS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5]
 

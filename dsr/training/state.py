@@ -6,6 +6,7 @@ A state is a plain dict of tensors and plain values, so it can be saved with `to
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ STAGES = ("stage1", "stage2", "stage3")
 
 def make_state(stage: str, iteration: int, total: int, model: DSR, optimizer: torch.optim.Optimizer,
                generator: torch.Generator, finished: bool) -> dict[str, Any]:
-    """Snapshot everything a stage needs to continue exactly where it stopped."""
+    """Snapshot everything a stage needs to continue exactly where it stopped: copies, so that training on after
+    a checkpoint (the optimiser's steps update its moments in place) never changes a state already taken."""
     return {
         "format": STATE_FORMAT,
         "stage": stage,
@@ -30,7 +32,7 @@ def make_state(stage: str, iteration: int, total: int, model: DSR, optimizer: to
         "finished": finished,
         "config": model.config.to_dict(),
         "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
+        "optimizer": copy.deepcopy(optimizer.state_dict()),
         "generator": generator.get_state(),
     }
 

@@ -15,9 +15,6 @@ the phase: the file is checked against every stage-1 configuration of the study 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,15 +22,13 @@ from pyarrow import fs as pafs
 
 from dsr.checkpoints import load_stage1_checkpoint
 from dsr.model import DSR
-from dsr.training import StageEvent, TrainingData, run_stage, stage_iterations
-from dsr.training.state import load_state, save_state
+from dsr.training import StageEvent, TrainingData, run_stages
 from studies.runner.storage import storage_filesystem
-from studies.runner.trial import RunSettings, default_interval, resolve_config, stage1_images, stage1_key
+from studies.runner.trial import RunSettings, local_trial, resolve_config, stage1_images, stage1_key
 
 PHASE = "stage1"  # the phase's Tune experiment, a folder of the study's experiment
 LATENT_FILE = "latent.pt"
 ERROR_FILE = "error.txt"
-STATE_FILE = "state.pt"
 
 
 class Stage1Missing(RuntimeError):
@@ -134,45 +129,26 @@ def stage1_trial(config: dict[str, Any], settings: RunSettings, jobs: dict[str, 
     """Tune trainable of the phase: train stage 1 for `config["stage1_key"]` (resuming from its checkpoint; the
     trial config it stands for is `jobs[key]`) and write the model to storage. Reports stage-1 losses as it
     goes, then {"stage": "done"}."""
-    import ray
-    from ray import tune
-
-    from studies.runner.trial import local_trial
+    from studies.runner import tune_io  # Ray: only inside the phase's trials
 
     key = config["stage1_key"]
     trial = local_trial(jobs[key])
-    cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1) or 1)
-    torch.set_num_threads(max(1, cpus))
+    device = tune_io.start_trial()
     if has_latent(settings, key):  # finished before a restart
-        tune.report({"stage": "done", "stage1_key": key})
+        tune_io.report({"stage": "done", "stage1_key": key})
         return
     dsr_config = resolve_config(trial)
-    device = torch.device("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
     torch.manual_seed(dsr_config.seed)
     model = DSR(dsr_config).to(device)
-    resume = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            resume = load_state(Path(folder) / STATE_FILE)
 
     def on_event(event: StageEvent) -> None:
-        metrics = {"stage": "stage1", "stage1_key": key, "stage_iteration": event.iteration,
-                   "stage_total": event.total, **event.losses}
-        if event.state is None:
-            tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            save_state(event.state, os.path.join(folder, STATE_FILE))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        tune_io.report({**tune_io.event_metrics(event), "stage1_key": key}, event.state)
 
-    total = stage_iterations(model, "stage1")
     images = TrainingData(stage1_images(trial, dsr_config, settings))
-    run_stage("stage1", model, images, device=device, resume=resume, callback=on_event, progress=False,
-              report_every=settings.report_every or default_interval(total, 20),
-              checkpoint_every=settings.checkpoint_every or default_interval(total, 5))
+    run_stages(["stage1"], model, images, resume=tune_io.restored_state(), callback=on_event,
+               schedule=tune_io.loop_schedule(settings), device=device, progress=False)
     write_latent(settings, key, model.latent.state_dict())
-    tune.report({"stage": "done", "stage1_key": key})
+    tune_io.report({"stage": "done", "stage1_key": key})
 
 
 __all__ = ["PHASE", "Stage1Missing", "plan", "install_checkpoint", "stage1_trial", "load_latent", "has_latent",

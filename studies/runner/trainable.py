@@ -1,45 +1,33 @@
 """The one Ray Tune trainable every study uses: stage-1 model (loaded) -> stage 2 -> stage 3 -> evaluation.
 
-A trial reports losses as it trains and checkpoints its training state through `tune.report(..., checkpoint=)`;
-a retried trial (a killed worker, a preempted node) resumes from its last checkpoint, and its iteration count
-continues. The stage-1 model was trained before the trial started, by the study's stage-1 phase
-(`studies.runner.stage1`), and is read from the experiment's storage.
+A trial runs the core's resumable loop (`dsr.training.run_stages`) and reports losses and checkpoints its
+training state to Tune (`tune_io`) as the loop says; a retried trial (a killed worker, a preempted node) resumes
+from its last checkpoint, and its iteration count continues. The stage-1 model was trained before the trial
+started, by the study's stage-1 phase (`studies.runner.stage1`), and is read from the experiment's storage.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
-import ray
 import torch
-from ray import tune
 
-from dsr.checkpoints import save_checkpoint
 from dsr.data import build_demo
 from dsr.evaluation.evaluate import evaluate_model
-from dsr.evaluation.records import EvaluationRecords, evaluate_with_records, save_records, test_image_name
+from dsr.evaluation.records import EvaluationRecords, evaluate_with_records, test_image_name
 from dsr.evaluation.split import subset_indices
 from dsr.model import DSR
-from dsr.training import StageEvent, TrainingData, run_stage, stage_iterations
-from dsr.training.pipeline import stages_for
-from dsr.training.state import load_state, save_state
+from dsr.training import StageEvent, TrainingData, run_stages, stages_for
+from studies.runner import tune_io
 from studies.runner.stage1 import load_latent
-from studies.runner.trial import (RunSettings, dataset_split, default_interval, local_trial, resolve_config,
-                                  stage1_key, train_images)
-
-STATE_FILE = "state.pt"
-MODEL_FILE = "model.pt"
-RECORDS_FILE = "records.npz"  # per-image scores, pixel samples and thumbnails: what reports bootstrap and draw
+from studies.runner.trial import RunSettings, dataset_split, local_trial, resolve_config, stage1_key, train_images
 
 
 # --------------------------------------------------------------------------------------------- trial
 
 
 class Reporter:
-    """Every `tune.report` of a trial: the trial's identity on each result, a checkpoint when given.
+    """Every result of a trial: its identity on each, a checkpoint when given (`tune_io.report`).
 
     With `interim_eval` (searchers and schedulers need the metric in every result), each stage-2/3 checkpoint
     also evaluates the model on the test set; until the first such evaluation `image_auroc` is 0.5, the score of
@@ -52,47 +40,19 @@ class Reporter:
 
     def __call__(self, metrics: dict[str, Any], state: dict[str, Any] | None = None,
                  model: DSR | None = None, records: EvaluationRecords | None = None) -> None:
-        metrics = {**self.base, **self.interim, **metrics}
-        if state is None and model is None:
-            tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            if state is not None:
-                save_state(state, os.path.join(folder, STATE_FILE))
-            if model is not None:
-                save_checkpoint(model, os.path.join(folder, MODEL_FILE))
-            if records is not None:
-                save_records(records, os.path.join(folder, RECORDS_FILE))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-
-
-def _restored_state() -> dict[str, Any] | None:
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as folder:
-        path = Path(folder) / STATE_FILE
-        if not path.is_file():
-            return {"done": True}
-        return load_state(path)
-
-
-def _device() -> torch.device:
-    return torch.device("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
+        tune_io.report({**self.base, **self.interim, **metrics}, state, model, records)
 
 
 def dsr_trial(trial: dict[str, Any], settings: RunSettings) -> None:
     """One trial = (config, category, seed): stages, then metrics on the category's test set."""
-    cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1) or 1)
-    torch.set_num_threads(max(1, cpus))
+    device = tune_io.start_trial()
     config = resolve_config(trial)
-    device = _device()
     key = stage1_key(config, settings, trial)  # from the data root as given (a URI is the same on every node)
     trial = local_trial(trial)  # --data s3://...: synced once into this node's cache
     if trial["dataset"] == "demo":
         build_demo(trial["data_root"])  # idempotent and locked: every node builds (or finds) its own copy
-    state = _restored_state()
-    if state is not None and state.get("done"):
+    state = tune_io.restored_state()
+    if state is tune_io.FINISHED:
         return  # finished before a restart: its final result is already recorded
     report = Reporter({"category": trial["category"], "variant": trial.get("variant", "DSR")},
                       settings.interim_eval)
@@ -100,34 +60,18 @@ def dsr_trial(trial: dict[str, Any], settings: RunSettings) -> None:
     model = DSR(config).to(device)
 
     def on_event(event: StageEvent) -> None:
-        if report.interim and event.state is not None and event.stage != "stage1":
+        if report.interim and event.state is not None:
             value = evaluate_model(model, trial_test_set(trial, config, settings, "search"), device=device,
                                    batch_size=settings.eval_batch_size)["image_auroc"]
             report.interim.update(image_auroc=value, search_image_auroc=value)
-        report({"stage": event.stage, "stage_iteration": event.iteration, "stage_total": event.total,
-                "train_iteration": train_iteration(config, event.stage, event.iteration),
-                **event.losses}, event.state)
-    stages = stages_for(config)[1:]
-    if state is None or state["stage"] == "stage1":
+        report({**tune_io.event_metrics(event),
+                "train_iteration": train_iteration(config, event.stage, event.iteration)}, event.state)
+
+    if state is None:  # a fresh start: the stage-1 model its phase trained (a resumed state holds it)
         model.latent.load_state_dict(load_latent(settings, key))  # Stage1Missing: its stage 1's error
         report({"stage": "stage1", "stage1_key": key, "stage1_source": "loaded", "train_iteration": 0})
-        state = None
-    data = TrainingData(train_images(trial, config))
-    for stage in stages:
-        resume = None
-        if state is not None:
-            if stages.index(state["stage"]) > stages.index(stage):
-                continue  # finished before the restart
-            model.load_state_dict(state["model"])
-            if state["stage"] == stage and state["finished"]:
-                continue
-            resume = state if state["stage"] == stage else None
-        total = stage_iterations(model, stage)
-        run_stage(stage, model, data, device=device, resume=resume, callback=on_event, progress=False,
-                  report_every=settings.report_every or default_interval(total, 20),
-                  checkpoint_every=settings.checkpoint_every or default_interval(total, 5))
-        state = None
-    model.eval()
+    run_stages(stages_for(config)[1:], model, TrainingData(train_images(trial, config)), resume=state,
+               callback=on_event, schedule=tune_io.loop_schedule(settings), device=device, progress=False)
     test = trial_test_set(trial, config, settings, "report")
     metrics, records = evaluate_with_records(model, test, batch_size=settings.eval_batch_size, device=device,
                                              center_crop=config.eval_center_crop, seed=config.seed)

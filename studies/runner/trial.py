@@ -19,6 +19,7 @@ from dsr.config import DSRConfig, preset
 from dsr.data import build_dataset, list_categories, load_all
 from dsr.data.demo import demo_stage1_folder
 from dsr.protocol import evaluation_crop
+from dsr.training.loop import per_stage_interval
 from dsr.variants import apply_variant
 
 STAGE1_MAX_IMAGES = 2000  # bounds stage-1 memory (256x256 float: ~1.5 GiB) on large datasets
@@ -46,6 +47,7 @@ class RunSettings:
     stage1_data: str | None = None  # a folder of images for stage 1 instead (e.g. an ImageNet subset)
     report_every: int = 0  # iterations between progress reports (0: about 20 per stage)
     checkpoint_every: int = 0  # iterations between checkpoints (0: about 5 per stage)
+    checkpoint_minutes: float = 0.0  # also a checkpoint once this much wall time passed since the last (0: off)
     eval_batch_size: int = 8
     interim_eval: bool = False  # evaluate at each checkpoint and carry image_auroc in every report (searchers)
     stage1_checkpoint: str | None = None  # a stage-1 model file used instead of training stage 1
@@ -135,4 +137,5 @@ def _folder_images(folder: Path, config: DSRConfig) -> torch.Tensor:
 
 
 def default_interval(total: int, parts: int) -> int:
-    return max(1, total // parts)
+    """About `parts` reports or checkpoints in `total` iterations: what --report-every/--checkpoint-every 0 mean."""
+    return per_stage_interval(total, parts)

@@ -9,8 +9,10 @@ from typing import Any
 import ray
 from ray import tune
 
-from studies.runner.harness import METRIC, MODE, Study, StudyError
 from studies.runner import stage1
+from studies.runner.experiment import experiment_dir, save_study_options
+from studies.runner.space import grid_points
+from studies.runner.study import METRIC, MODE, Study, StudyError
 from studies.runner.trainable import dsr_trial
 from studies.runner.trial import RunSettings
 
@@ -35,6 +37,18 @@ def make_trainable(args: argparse.Namespace, settings: RunSettings):
     return tune.with_resources(tune.with_parameters(dsr_trial, settings=settings), resources)
 
 
+def run_settings(study: Study, args: argparse.Namespace, storage: str, name: str, categories: list[str],
+                 test_split: dict[str, dict[str, list[str]]] | None = None) -> RunSettings:
+    """The constants every trial of this command line receives (resources and intervals are taken on by a
+    resumed experiment: they are read from the current command line, not the saved one)."""
+    return RunSettings(storage=storage, experiment=name, categories=tuple(categories),
+                       stage1_data=args.stage1_data, report_every=args.report_every,
+                       checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
+                       test_split=test_split, interim_eval=study.searcher is not None or study.scheduler is not None,
+                       stage1_checkpoint=str(Path(args.stage1_checkpoint).resolve()) if args.stage1_checkpoint
+                       else None)
+
+
 def run_tuner(study: Study, args: argparse.Namespace, space: dict[str, Any], categories: list[str],
               name: str, test_split: dict[str, dict[str, list[str]]] | None = None) -> int:
     """Run (or resume) the experiment: the stage-1 phase, then the main trials; returns the number of main
@@ -42,18 +56,13 @@ def run_tuner(study: Study, args: argparse.Namespace, space: dict[str, Any], cat
 
     test_split: category -> {"search": names, "report": names} for searched studies (see dsr.evaluation.split).
     """
-    from studies.runner.harness import _grid_points, save_study_options
     from studies.runner.storage import require_shared_storage
 
     storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
-    checkpoint = str(Path(args.stage1_checkpoint).resolve()) if args.stage1_checkpoint else None
-    settings = RunSettings(storage=storage, experiment=name, categories=tuple(categories),
-                           stage1_data=args.stage1_data, report_every=args.report_every,
-                           checkpoint_every=args.checkpoint_every, test_split=test_split,
-                           interim_eval=study.searcher is not None or study.scheduler is not None,
-                           stage1_checkpoint=checkpoint)
-    experiment_dir = f"{storage.rstrip('/')}/{name}"
-    jobs = stage1.plan(_grid_points(space), settings)
+    settings = run_settings(study, args, storage, name, categories, test_split)
+    experiment = experiment_dir(storage, name)
+    jobs = stage1.plan(grid_points(space), settings)
+    checkpoint = settings.stage1_checkpoint
     if checkpoint:
         try:
             stage1.install_checkpoint(checkpoint, jobs, settings)
@@ -65,11 +74,11 @@ def run_tuner(study: Study, args: argparse.Namespace, space: dict[str, Any], cat
             require_shared_storage(storage)  # on a multi-node cluster: a path every node sees, or a URI
         except ValueError as error:
             raise StudyError(str(error)) from None
-        save_study_options(args, experiment_dir)
-        run_stage1_phase(jobs, args, settings, experiment_dir)
+        save_study_options(args, experiment)
+        run_stage1_phase(jobs, args, settings, experiment)
         trainable = make_trainable(args, settings)
-        if args.resume and tune.Tuner.can_restore(experiment_dir):
-            tuner = tune.Tuner.restore(experiment_dir, trainable=trainable, resume_unfinished=True,
+        if args.resume and tune.Tuner.can_restore(experiment):
+            tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
                                        resume_errored=True, param_space=space)
         else:
             tuner = tune.Tuner(trainable, param_space=space, tune_config=_tune_config(study, args),
@@ -83,7 +92,7 @@ def run_tuner(study: Study, args: argparse.Namespace, space: dict[str, Any], cat
 
 
 def run_stage1_phase(jobs: dict[str, dict[str, Any]], args: argparse.Namespace, settings: RunSettings,
-                     experiment_dir: str) -> dict[str, str]:
+                     experiment: str) -> dict[str, str]:
     """Train every stage-1 model of the study not yet in storage, one Tune trial each, all before the main
     trials; returns {key: error} for those that failed (their error is also stored for the trials needing them).
     A resumed study restores the phase's own experiment: a half-trained stage 1 goes on from its checkpoint."""
@@ -97,14 +106,14 @@ def run_stage1_phase(jobs: dict[str, dict[str, Any]], args: argparse.Namespace, 
     trainable = tune.with_resources(tune.with_parameters(stage1.stage1_trial, settings=settings, jobs=jobs),
                                     resources)
     space = {"stage1_key": tune.grid_search(sorted(jobs))}  # every key: the same space when resumed
-    path = f"{experiment_dir}/{stage1.PHASE}"
+    path = f"{experiment}/{stage1.PHASE}"
     if args.resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                    param_space=space)
     else:
         tuner = tune.Tuner(trainable, param_space=space,
                            tune_config=tune.TuneConfig(max_concurrent_trials=args.max_concurrent or None),
-                           run_config=_run_config(args, experiment_dir, stage1.PHASE))
+                           run_config=_run_config(args, experiment, stage1.PHASE))
     failed = {}
     for result in tuner.fit():
         key = (result.config or {}).get("stage1_key")

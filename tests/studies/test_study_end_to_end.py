@@ -1,5 +1,6 @@
 """A tiny ablation study end to end on the embedded Ray: trials run, results land in storage, metrics read back,
-and the two variants share one stage-1 model, trained once in the study's stage-1 phase before them."""
+the two variants share one stage-1 model, trained once in the study's stage-1 phase before them, and the command
+line's --set and checkpoint options reach every trial."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from dsr.config import preset
 
 VARIANTS = ("DSR", "DSR_U-")
 STAGE1_ITERATIONS = 6
+CHECKPOINT_MINUTES = 1e-6  # 60 us: every iteration outlasts it, so each report is also a checkpoint
+
+pytestmark = pytest.mark.slow  # one real study process, shared by the module's tests
 METRICS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
 
 
@@ -22,6 +26,7 @@ def study(tmp_path_factory: pytest.TempPathFactory):
     storage = tmp_path_factory.mktemp("storage")
     run = StudyRun("ablation", ["--preset", "tiny", "--variants", *VARIANTS, "--storage", str(storage),
                                 "--set", f"stage1_iterations={STAGE1_ITERATIONS}", "--report-every", "1",
+                                "--checkpoint-every", "1000", "--checkpoint-minutes", str(CHECKPOINT_MINUTES),
                                 "--no-report"], tmp_path_factory.mktemp("logs"))
     try:
         code = run.wait(timeout=180)
@@ -90,7 +95,23 @@ def test_stage1_is_its_own_phase_trained_once_and_loaded_by_both_variants(study)
     latent = torch.load(stored, weights_only=True)
     assert latent and all(isinstance(v, torch.Tensor) and torch.isfinite(v.float()).all() for v in latent.values())
     assert not list(experiment.glob("stage1/*/*.partial")) and not (stored.parent / "error.txt").exists()
-    assert preset("tiny").stage1_iterations != STAGE1_ITERATIONS  # the override reached the trials
+
+
+def test_the_command_line_reaches_the_trials(study) -> None:
+    """--set: in every main trial's config, and stage 1 trained for that many iterations (not the preset's).
+    --checkpoint-minutes: with --checkpoint-every far beyond the stages, only wall time can make every report of
+    the stage-1 phase and of the main trials' stages 2 and 3 a checkpoint; without it, only each stage's end."""
+    run, code, experiment, _ = study
+    assert code == 0, run.output_tail()
+    assert preset("tiny").stage1_iterations != STAGE1_ITERATIONS
+    for name, rows in read_results(experiment).items():
+        assert rows[-1]["config"]["overrides"] == {"stage1_iterations": STAGE1_ITERATIONS}, name
+        trained = [r for r in rows if r["stage"] in ("stage2", "stage3")]
+        assert trained and all(r.get("checkpoint_dir_name") for r in trained), name
+    (phase,) = read_results(experiment / "stage1").values()
+    stage1 = [r for r in phase if r["stage"] == "stage1"]
+    assert {r["stage_total"] for r in stage1} == {STAGE1_ITERATIONS}
+    assert all(r.get("checkpoint_dir_name") for r in stage1)
 
 
 def phase_end(experiment) -> int:

@@ -7,8 +7,11 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from ray.tune import ExperimentAnalysis
 from study_run import error_lines, is_done, read_results, wait_until
+
+pytestmark = pytest.mark.slow  # real study processes
 
 CHECKPOINT_EVERY = 10
 REPORT_EVERY = 5

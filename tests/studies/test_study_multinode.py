@@ -63,7 +63,7 @@ for path in sorted(p for p in folder.rglob("*") if p.is_file()):
 """
 
 _ok, _reason = namespaces_available()
-pytestmark = pytest.mark.skipif(not _ok, reason=f"namespaces cannot be created here: {_reason}")
+pytestmark = [pytest.mark.skipif(not _ok, reason=f"namespaces cannot be created here: {_reason}"), pytest.mark.slow]
 
 
 def _tiny_mvtec(root: Path) -> None:

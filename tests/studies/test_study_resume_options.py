@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from study_run import error_lines
+
+pytestmark = pytest.mark.slow  # real study processes
 
 
 def test_resume_refuses_changed_options_and_accepts_resources(start_study, tmp_path) -> None:
@@ -21,6 +24,7 @@ def test_resume_refuses_changed_options_and_accepts_resources(start_study, tmp_p
     assert "--variants: saved ['DSR'], now ['DSR', 'DSR_img']" in line and "--max-failures: saved 3, now 5" in line
     assert "Trial status" not in changed.stdout
 
-    resources = start_study("ablation", [*common, "--variants", "DSR", "--cpus-per-trial", "2", "--resume"])
+    resources = start_study("ablation", [*common, "--variants", "DSR", "--cpus-per-trial", "2", "--checkpoint-minutes",
+                                         "5", "--resume"])
     assert resources.wait(timeout=180) == 0, resources.output_tail()
     assert error_lines(resources.stderr) == []

@@ -4,9 +4,13 @@ experiment, interim (search) and final (report) evaluations use disjoint images,
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from sklearn.metrics import roc_auc_score
 from study_run import StudyRun, error_lines, is_done, read_results
+
+pytestmark = pytest.mark.slow  # one real searched study, shared by the module's tests
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +45,44 @@ def test_finished_trials_carry_report_and_search_metrics_on_the_training_clock(s
     for rows in finished:
         final = rows[-1]
         assert 0.0 <= final["report_image_auroc"] <= 1.0
-        assert final["image_auroc"] == final["search_image_auroc"]  # the searcher only ever sees the search part
         clock = [r["train_iteration"] for r in rows]
         assert clock == sorted(clock) and clock[-1] == 4 + 2  # tiny: 4 stage-2 + 2 stage-3 iterations
 
 
+def _final_checkpoint(trial: Path) -> Path:
+    return max(trial.glob("checkpoint_*"), key=lambda path: int(path.name.rsplit("_", 1)[1]))
+
+
+def test_the_searcher_sees_the_search_part_and_the_tables_the_report_part(searched) -> None:
+    """Recomputed from what the trial saved: its per-image records are exactly the report part's images and give
+    report_image_auroc; its final model on the search part gives image_auroc, the metric Optuna and ASHA read."""
+    from dsr.checkpoints import load_checkpoint
+    from dsr.evaluation.evaluate import evaluate_model
+    from dsr.evaluation.records import load_records, test_image_name
+    from studies.runner.trainable import trial_test_set
+    from studies.runner.trial import RunSettings
+
+    run, code, experiment = searched
+    split = json.loads((experiment / "test_split.json").read_text())["categories"]
+    settings = RunSettings(storage="unused", experiment="unused", categories=("brick",), test_split=split)
+    finished = {name: rows[-1] for name, rows in read_results(experiment).items() if is_done(rows)}
+    assert finished, run.output_tail()
+    for name, final in finished.items():
+        checkpoint = _final_checkpoint(experiment / name)
+        records = load_records(checkpoint / "records.npz")
+        assert sorted(records.paths.tolist()) == sorted(split["brick"]["report"])
+        assert roc_auc_score(records.labels, records.image_scores) == pytest.approx(final["report_image_auroc"],
+                                                                                   abs=1e-6)
+        model = load_checkpoint(checkpoint / "model.pt")
+        search = trial_test_set(final["config"], model.config, settings, "search")
+        assert sorted(test_image_name(s.image_path) for s in search.samples) == sorted(split["brick"]["search"])
+        search_auroc = evaluate_model(model, search, batch_size=settings.eval_batch_size)["image_auroc"]
+        assert final["image_auroc"] == pytest.approx(search_auroc, abs=1e-6), name
+        assert final["search_image_auroc"] == final["image_auroc"]
+
+
 def test_resume_keeps_the_saved_split(searched, tmp_path) -> None:
-    from studies.runner.harness import search_split
+    from studies.runner.experiment import search_split
 
     run, code, experiment = searched
     saved = json.loads((experiment / "test_split.json").read_text())["categories"]

@@ -6,12 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from study_run import is_done, read_results, wait_until
 
 from dsr.config import preset
 from dsr.model import DSR
+
+pytestmark = pytest.mark.slow  # real study processes
 
 STAGE1_ITERATIONS = 120
 CHECKPOINT_EVERY = 20

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from dsr import DSR, preset
-from dsr.training import TrainingData, learning_rate, load_state, run_stage, save_state, train_dsr
-from dsr.training.pipeline import stages_for
+from dsr.training import (Schedule, TrainingData, learning_rate, load_state, run_stage, run_stages, save_state,
+                          stages_for, train_dsr)
 from dsr.variants import VARIANTS, apply_variant
 
 
@@ -62,6 +62,111 @@ def test_callback_gets_losses_and_checkpoints(images: torch.Tensor) -> None:
     assert [e.state is not None for e in events] == [False, True, True]
     assert set(events[0].losses) == {"loss_focal", "loss_feature", "loss_image"}
     assert all(v >= 0 for e in events for v in e.losses.values())
+
+
+class Preempted(Exception):
+    """Raised from a callback: the process died there (a killed worker, a reclaimed spot node)."""
+
+
+def _equal_weights(a: DSR, b: DSR) -> None:
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+def test_run_stages_resumes_across_stages_from_the_last_state(images: torch.Tensor) -> None:
+    """Killed in stage 3: the last saved state (from stage 3) skips stage 2 and continues stage 3 to the same
+    weights as an uninterrupted run."""
+    config = preset("tiny", stage2_iterations=2, stage3_iterations=4)
+    data = TrainingData(images)
+    straight = _fresh_model(config)
+    run_stages(["stage2", "stage3"], straight, data)
+
+    saved = []
+
+    def save_then_die(event) -> None:
+        if event.state is not None:
+            saved.append(event.state)
+        if event.stage == "stage3" and event.iteration == 3:
+            raise Preempted
+
+    with pytest.raises(Preempted):
+        run_stages(["stage2", "stage3"], _fresh_model(config), data, callback=save_then_die,
+                   schedule=Schedule(report_every=1, checkpoint_every=2))
+    assert [(s["stage"], s["iteration"]) for s in saved] == [("stage2", 2), ("stage3", 2)]
+    events = []
+    resumed = _fresh_model(config)
+    states = run_stages(["stage2", "stage3"], resumed, data, resume=saved[-1], callback=events.append,
+                        schedule=Schedule(report_every=1))
+    assert list(states) == ["stage3"] and states["stage3"]["finished"]
+    assert [(e.stage, e.iteration) for e in events] == [("stage3", 3), ("stage3", 4)]
+    _equal_weights(straight, resumed)
+
+
+def test_run_stages_skips_a_stage_that_had_finished(images: torch.Tensor) -> None:
+    config = preset("tiny", stage2_iterations=2, stage3_iterations=2)
+    model = _fresh_model(config)
+    finished = run_stage("stage2", model, TrainingData(images))
+    events = []
+    states = run_stages(["stage2", "stage3"], _fresh_model(config), TrainingData(images), resume=finished,
+                        callback=events.append, schedule=Schedule(report_every=1))
+    assert states["stage2"] is finished and {e.stage for e in events} == {"stage3"}
+    with pytest.raises(ValueError, match="cannot resume stages stage2, stage3 from a stage1 state"):
+        run_stages(["stage2", "stage3"], model, TrainingData(images),
+                   resume={**finished, "stage": "stage1"})
+
+
+def test_checkpoint_minutes_adds_checkpoints_by_wall_time(images: torch.Tensor) -> None:
+    """Every iteration takes 25 s of (fake) wall time: with checkpoint_minutes=1, a checkpoint is due once 60 s
+    passed since the stage started or last checkpointed (after iterations 3, 6: 75 s each), and at the end."""
+    now = [0.0]
+    checkpoints = []
+
+    def on_event(event) -> None:
+        now[0] += 25.0  # the iteration that led to this event took 25 s
+        if event.state is not None:
+            checkpoints.append(event.iteration)
+
+    model = _fresh_model(preset("tiny", stage3_iterations=7))
+    run_stage("stage3", model, TrainingData(images), callback=on_event, report_every=1, checkpoint_minutes=1.0,
+              clock=lambda: now[0])
+    assert checkpoints == [4, 7]  # the clock is read before an iteration's event: 75 s at 4, 150 - 75 at 7
+    checkpoints.clear()
+    now[0] = 0.0
+    run_stage("stage3", _fresh_model(preset("tiny", stage3_iterations=4)), TrainingData(images),
+              callback=on_event, report_every=1, clock=lambda: now[0])
+    assert checkpoints == [4]  # off by default: only the stage's end
+
+
+def test_schedule_intervals_per_stage() -> None:
+    assert Schedule().intervals(1000) == (50, 0)
+    assert Schedule(report_every=0, checkpoint_every=0, reports_per_stage=20, checkpoints_per_stage=5
+                    ).intervals(100) == (5, 20)
+    assert Schedule(report_every=0, reports_per_stage=20).intervals(3) == (1, 0)  # at least every iteration
+    assert Schedule(report_every=7, checkpoint_every=3, checkpoints_per_stage=5).intervals(100) == (7, 3)
+    with pytest.raises(ValueError, match="checkpoint_minutes"):
+        Schedule(checkpoint_minutes=-1)
+
+
+def test_train_dsr_resumes_a_preempted_run_from_its_folder(images: torch.Tensor, tmp_path) -> None:
+    """train_dsr killed in stage 2 and called again with the same folder: the stages finished before are not
+    trained again, the interrupted one goes on from its checkpoint, and the weights equal a run never stopped."""
+    config = preset("tiny", stage2_iterations=4)
+    straight = train_dsr(config, TrainingData(images), progress=False)
+
+    def die_in_stage2(event) -> None:
+        if event.stage == "stage2" and event.iteration == 3:
+            raise Preempted
+
+    with pytest.raises(Preempted):
+        train_dsr(config, TrainingData(images), checkpoint_dir=tmp_path, progress=False, report_every=1,
+                  checkpoint_every=2, callback=die_in_stage2)
+    assert load_state(tmp_path / "stage2.pt")["iteration"] == 2 and not (tmp_path / "stage3.pt").exists()
+    events = []
+    again = train_dsr(config, TrainingData(images), checkpoint_dir=tmp_path, progress=False, report_every=1,
+                      callback=events.append)
+    assert [(e.stage, e.iteration) for e in events] == [("stage2", 3), ("stage2", 4), ("stage3", 1), ("stage3", 2)]
+    assert list(again.states) == ["stage2", "stage3"]
+    _equal_weights(straight.model, again.model)
 
 
 def test_learning_rate_schedule() -> None:
