@@ -134,21 +134,22 @@ def stage1_trial(config: dict[str, Any], settings: RunSettings, jobs: dict[str, 
     key = config["stage1_key"]
     trial = local_trial(jobs[key])
     device = tune_io.start_trial()
+    identity = {"stage1_key": key, **tune_io.trial_hardware(device)}
     if has_latent(settings, key):  # finished before a restart
-        tune_io.report({"stage": "done", "stage1_key": key})
+        tune_io.report({"stage": "done", **identity})
         return
     dsr_config = resolve_config(trial)
     torch.manual_seed(dsr_config.seed)
     model = DSR(dsr_config).to(device)
 
     def on_event(event: StageEvent) -> None:
-        tune_io.report({**tune_io.event_metrics(event), "stage1_key": key}, event.state)
+        tune_io.report({**tune_io.event_metrics(event), **identity}, event.state)
 
     images = TrainingData(stage1_images(trial, dsr_config, settings))
     run_stages(["stage1"], model, images, resume=tune_io.restored_state(), callback=on_event,
                schedule=tune_io.loop_schedule(settings), device=device, progress=False)
     write_latent(settings, key, model.latent.state_dict())
-    tune_io.report({"stage": "done", "stage1_key": key})
+    tune_io.report({"stage": "done", **identity})
 
 
 __all__ = ["PHASE", "Stage1Missing", "plan", "install_checkpoint", "stage1_trial", "load_latent", "has_latent",

@@ -54,8 +54,8 @@ def dsr_trial(trial: dict[str, Any], settings: RunSettings) -> None:
     state = tune_io.restored_state()
     if state is tune_io.FINISHED:
         return  # finished before a restart: its final result is already recorded
-    report = Reporter({"category": trial["category"], "variant": trial.get("variant", "DSR")},
-                      settings.interim_eval)
+    report = Reporter({"category": trial["category"], "variant": trial.get("variant", "DSR"),
+                       **tune_io.trial_hardware(device)}, settings.interim_eval)
     torch.manual_seed(config.seed)
     model = DSR(config).to(device)
 

@@ -20,6 +20,7 @@ from ray import tune
 from dsr.checkpoints import save_checkpoint
 from dsr.evaluation.records import EvaluationRecords, save_records
 from dsr.model import DSR
+from dsr.provenance import node_hardware
 from dsr.training import Schedule, StageEvent
 from dsr.training.state import load_state, save_state
 from studies.runner.trial import RunSettings
@@ -75,3 +76,12 @@ def start_trial() -> torch.device:
     cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1) or 1)
     torch.set_num_threads(max(1, cpus))
     return torch.device("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
+
+
+def trial_hardware(device: torch.device) -> dict[str, Any]:
+    """What this trial holds and where it runs, for the report's cost and provenance: the CPUs and GPUs Ray
+    assigned it, the node's host name, CPU model and (on a GPU) the GPU's model."""
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    hardware = node_hardware(str(device))
+    return {"cpus": float(assigned.get("CPU", 0.0)), "gpus": float(assigned.get("GPU", 0.0)),
+            "host": hardware["host"], "cpu_model": hardware["cpu_model"], "gpu_model": hardware["gpu_model"]}

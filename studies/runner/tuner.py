@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from ray import tune
 
 from studies.runner import stage1
 from studies.runner.experiment import experiment_dir, save_study_options
+from studies.runner.provenance import record_run
 from studies.runner.space import grid_points
 from studies.runner.study import METRIC, MODE, Study, StudyError
 from studies.runner.trainable import dsr_trial
@@ -75,6 +77,7 @@ def run_tuner(study: Study, args: argparse.Namespace, space: dict[str, Any], cat
         except ValueError as error:
             raise StudyError(str(error)) from None
         save_study_options(args, experiment)
+        record_run(experiment, args, sys.argv[1:], study.name, ray.cluster_resources())
         run_stage1_phase(jobs, args, settings, experiment)
         trainable = make_trainable(args, settings)
         if args.resume and tune.Tuner.can_restore(experiment):

@@ -122,3 +122,41 @@ def test_the_study_ends_its_own_ray(study) -> None:
     run, code, _, left = study
     assert code == 0, run.output_tail()
     assert left == [], f"processes of the embedded Ray still ran after the study exited: {left}"
+
+
+def test_the_report_says_what_it_cost_and_what_produced_it(study, tmp_path) -> None:
+    """The report's Cost section and provenance header, checked against the trials' own results (result.json)
+    and the experiment's provenance.json."""
+    import json
+
+    import pandas as pd
+
+    from reports import build_report
+
+    run, code, experiment, _ = study
+    assert code == 0, run.output_tail()
+    report = build_report(experiment, tmp_path / "report").read_text()
+    provenance = json.loads((experiment / "provenance.json").read_text())
+    assert provenance["command"][:3] == ["studies/ablation.py", "--preset", "tiny"]
+    assert [r["resumed"] for r in provenance["runs"]] == [False] and provenance["runs"][0]["cluster_resources"]["CPU"]
+    commit = provenance["code"]["commit"]
+    assert commit and commit[:8] in report and f"torch {provenance['libraries']['torch']}" in report
+    assert "## Cost" in report and "different code" not in report
+
+    per_trial = pd.read_csv(tmp_path / "report" / "tables" / "cost.csv").set_index("trial_id")
+    for rows in read_results(experiment).values():
+        trial = per_trial.loc[rows[-1]["trial_id"]]
+        clock = {}
+        for row in rows:  # the trial clock at each stage's last report
+            clock[row["stage"]] = row["time_total_s"]
+        assert trial["wall_s"] == pytest.approx(rows[-1]["time_total_s"])
+        assert trial["time_stage2_s"] == pytest.approx(clock["stage2"] - clock["stage1"])
+        assert trial["time_eval_s"] == pytest.approx(clock["done"] - clock[rows[-2]["stage"]])
+        assert trial["cpus"] == rows[0]["cpus"] == 1.0 and trial["cpu_model"] == rows[0]["cpu_model"]
+        assert trial["cpu_hours"] == pytest.approx(rows[-1]["time_total_s"] / 3600)
+    studies = pd.read_csv(tmp_path / "report" / "tables" / "cost_studies.csv").iloc[0]
+    (phase,) = read_results(experiment / "stage1").values()
+    assert studies["stage1_trials"] == 1
+    assert studies["stage1_cpu_hours"] == pytest.approx(phase[-1]["time_total_s"] * phase[0]["cpus"] / 3600)
+    assert studies["main_cpu_hours"] == pytest.approx(per_trial["cpu_hours"].sum())
+    assert 0.0 <= studies["idle_share"] < 1.0
