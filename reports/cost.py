@@ -94,12 +94,21 @@ def stage1_phase(experiment_dir) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["trial_id", *COST_COLUMNS])
 
 
-def study_costs(trials: pd.DataFrame, phases: dict[str, pd.DataFrame], clusters: dict[str, dict[str, Any]]
-                ) -> pd.DataFrame:
+def stage1_reused(experiment_dir) -> int:
+    """How many of the experiment's stage-1 models were copied from the shared store instead of trained."""
+    from pathlib import Path
+
+    return len(list((Path(experiment_dir) / "stage1").glob("*/reused.json")))
+
+
+def study_costs(trials: pd.DataFrame, phases: dict[str, pd.DataFrame], clusters: dict[str, dict[str, Any]],
+                reused: dict[str, int] | None = None) -> pd.DataFrame:
     """Per experiment: the stage-1 phase's and the main trials' CPU-/GPU-hours, the total, the wall time from
     the first start to the last report, and the idle share of the cluster's CPUs over that time.
 
-    clusters: experiment -> {"cpus": the cluster's CPUs, "started": unix time of the first start}."""
+    clusters: experiment -> {"cpus": the cluster's CPUs, "started": unix time of the first start}; reused:
+    experiment -> stage-1 models taken from the shared store (trained, and paid for, by an earlier study)."""
+    reused = reused or {}
     rows = []
     for experiment, group in trials.groupby("experiment", sort=True):
         main, phase = add_hours(group), add_hours(phases.get(experiment, pd.DataFrame(columns=list(COST_COLUMNS))))
@@ -109,6 +118,7 @@ def study_costs(trials: pd.DataFrame, phases: dict[str, pd.DataFrame], clusters:
         wall_hours = (ended - started) / 3600.0 if not math.isnan(started) else math.nan
         busy = _sum(main["cpu_hours"]) + (_sum(phase["cpu_hours"]) if len(phase) else 0.0)
         rows.append({"experiment": experiment, "stage1_trials": len(phase),
+                     "stage1_reused": reused.get(experiment, 0),
                      "stage1_cpu_hours": _sum(phase["cpu_hours"]) if len(phase) else 0.0,
                      "stage1_gpu_hours": _sum(phase["gpu_hours"]) if len(phase) else 0.0,
                      "main_trials": len(main), "main_cpu_hours": _sum(main["cpu_hours"]),
@@ -139,7 +149,8 @@ def cost_section(trials: pd.DataFrame, experiment_dirs: dict[str, str], provenan
     clusters = {name: _cluster(doc) for name, doc in provenance.items()}
     per_trial = add_hours(trials)[["experiment", "trial_id", "study", "variant", "params", "category", "seed",
                                    "status", *COST_COLUMNS, "cpu_hours", "gpu_hours"]]
-    studies = study_costs(trials, phases, clusters)
+    studies = study_costs(trials, phases, clusters,
+                          {name: stage1_reused(folder) for name, folder in experiment_dirs.items()})
     by_condition = cost_table(trials, ["study", "params"])
     by_category = cost_table(trials, ["study", "category"])
     seed = one_more_seed(trials)
@@ -151,7 +162,8 @@ def cost_section(trials: pd.DataFrame, experiment_dirs: dict[str, str], provenan
     for key, frame in files.items():
         frame.to_csv(tables_dir / names[key], index=False, na_rep="")
     lines += ["Wall time and what each trial held, from the trials' own reports: CPU-hours = wall time × CPUs "
-              "held (GPU-hours likewise). The stage-1 phase trains each stage-1 model once before the main trials. "
+              "held (GPU-hours likewise). The stage-1 phase trains each stage-1 model once before the main trials; "
+              "stage1_reused counts the models copied from the storage's shared stage-1 store instead (no cost here). "
               "Idle share: of the cluster's CPU-hours from the experiment's start to its last report, the part no "
               "trial held.", ""]
     lines += [_markdown(studies), ""]

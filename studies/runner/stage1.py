@@ -10,11 +10,17 @@ would be, and the trials that need it fail at once with that error. `--resume` k
 
 `--stage1-checkpoint FILE` (the reference's ImageNet `vq_model_pretrained_128_4096.pckl`, or one of ours) replaces
 the phase: the file is checked against every stage-1 configuration of the study and stored as each one's model.
+
+One stage 1 for every study: each model the phase trains is also published to `<storage>/stage1_store/<key>/`,
+shared by every experiment under the same storage root. A later study that needs the same key (same stage-1
+fields, same data: `trial.stage1_key`) copies it from there instead of training it, and records that in
+`<key>/reused.json`. A stored model that does not load or does not fit its configuration is never used.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import torch
@@ -27,8 +33,10 @@ from studies.runner.storage import storage_filesystem
 from studies.runner.trial import RunSettings, local_trial, resolve_config, stage1_images, stage1_key
 
 PHASE = "stage1"  # the phase's Tune experiment, a folder of the study's experiment
+STORE = "stage1_store"  # stage-1 models shared by every experiment under one storage root
 LATENT_FILE = "latent.pt"
 ERROR_FILE = "error.txt"
+REUSED_FILE = "reused.json"  # beside a latent.pt copied from the store: where from
 
 
 class Stage1Missing(RuntimeError):
@@ -38,22 +46,23 @@ class Stage1Missing(RuntimeError):
 # ------------------------------------------------------------------------------------------------- storage
 
 
-def _location(settings: RunSettings, key: str, file_name: str) -> tuple[pafs.FileSystem, str]:
+def _location(settings: RunSettings, key: str, file_name: str, store: bool = False) -> tuple[pafs.FileSystem, str]:
     filesystem, root = storage_filesystem(settings.storage)
-    return filesystem, f"{root}/{settings.experiment}/{PHASE}/{key}/{file_name}"
+    folder = STORE if store else f"{settings.experiment}/{PHASE}"
+    return filesystem, f"{root}/{folder}/{key}/{file_name}"
 
 
-def _read(settings: RunSettings, key: str, file_name: str) -> bytes | None:
-    filesystem, path = _location(settings, key, file_name)
+def _read(settings: RunSettings, key: str, file_name: str, store: bool = False) -> bytes | None:
+    filesystem, path = _location(settings, key, file_name, store)
     if filesystem.get_file_info(path).type == pafs.FileType.NotFound:
         return None
     with filesystem.open_input_stream(path) as stream:
         return stream.read()
 
 
-def _write(settings: RunSettings, key: str, file_name: str, payload: bytes) -> None:
+def _write(settings: RunSettings, key: str, file_name: str, payload: bytes, store: bool = False) -> None:
     """Write through a temporary name, then move: a reader never sees a half-written file."""
-    filesystem, path = _location(settings, key, file_name)
+    filesystem, path = _location(settings, key, file_name, store)
     filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
     partial = f"{path}.partial"
     with filesystem.open_output_stream(partial) as stream:
@@ -77,6 +86,34 @@ def write_latent(settings: RunSettings, key: str, latent_state: dict[str, torch.
     torch.save({k: v.detach().cpu() for k, v in latent_state.items()}, buffer)
     _write(settings, key, LATENT_FILE, buffer.getvalue())
     _delete(settings, key, ERROR_FILE)
+
+
+def publish(settings: RunSettings, key: str) -> None:
+    """Copy the experiment's trained stage-1 model of `key` into the storage root's shared store."""
+    payload = _read(settings, key, LATENT_FILE)
+    if payload is not None and _read(settings, key, REUSED_FILE) is None:
+        _write(settings, key, LATENT_FILE, payload, store=True)
+
+
+def reuse_stored(settings: RunSettings, jobs: dict[str, dict[str, Any]], keys: list[str]) -> list[str]:
+    """Copy every key's model from the shared store into the experiment where the store has one that loads and
+    fits its configuration (a corrupt or foreign file is skipped, with a line); returns the keys reused."""
+    reused = []
+    for key in keys:
+        payload = _read(settings, key, LATENT_FILE, store=True)
+        if payload is None:
+            continue
+        try:
+            latent = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+            DSR(resolve_config(jobs[key])).latent.load_state_dict(latent)  # strict: every tensor, every shape
+        except Exception as error:  # never use a model that does not load or fit: train it again
+            print(f"stage 1 {key}: the stored model in {STORE}/ is not usable ({type(error).__name__}: "
+                  f"{str(error).splitlines()[0] if str(error) else ''}); training it", flush=True)
+            continue
+        write_latent(settings, key, latent)
+        _write(settings, key, REUSED_FILE, json.dumps({"from": f"{STORE}/{key}/{LATENT_FILE}"}).encode())
+        reused.append(key)
+    return reused
 
 
 def load_latent(settings: RunSettings, key: str) -> dict[str, torch.Tensor]:
@@ -152,5 +189,5 @@ def stage1_trial(config: dict[str, Any], settings: RunSettings, jobs: dict[str, 
     tune_io.report({"stage": "done", **identity})
 
 
-__all__ = ["PHASE", "Stage1Missing", "plan", "install_checkpoint", "stage1_trial", "load_latent", "has_latent",
-           "write_latent", "record_failure"]
+__all__ = ["PHASE", "STORE", "Stage1Missing", "plan", "install_checkpoint", "stage1_trial", "load_latent",
+           "has_latent", "write_latent", "record_failure", "publish", "reuse_stored"]

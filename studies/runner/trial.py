@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,30 @@ def stage1_key(config: DSRConfig, settings: RunSettings, trial: dict[str, Any]) 
         digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
         return f"K{config.codebook_size}-file-{digest[:12]}"
     described = {name: getattr(config, name) for name in STAGE1_FIELDS}
-    described["data"] = settings.stage1_data or [  # the root as given (a URI stays one on every node)
-        trial.get("dataset"), str(trial.get("data_root")),
-        sorted(list_categories(trial["dataset"], local_trial(trial)["data_root"]))]
+    # the images themselves, not where they lie: equal data gives equal keys on every node and in every
+    # experiment (the shared stage-1 store), changed data a new key
+    described["data"] = (data_fingerprint(settings.stage1_data) if settings.stage1_data else
+                         [trial.get("dataset"), data_fingerprint(local_trial(trial)["data_root"])])
     digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
     return f"K{config.codebook_size}-{digest[:12]}"
+
+
+KEPT_HIDDEN_FILES = (".dsr_split.json", ".dsr_demo_complete.json")  # hidden files that decide what is trained on
+
+
+def data_fingerprint(root: str | Path) -> str:
+    """A hash of the relative path and size of every file under `root` (hidden files left out but the flat
+    layout's saved split and the demo's build parameters): the same data gives the same fingerprint wherever it
+    lies (a URI synced into a node's cache, another machine), a changed or added image changes it."""
+    root = Path(root)
+    entries = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        for name in files:
+            if not name.startswith(".") or name in KEPT_HIDDEN_FILES:
+                path = Path(folder) / name
+                entries.append((path.relative_to(root).as_posix(), path.stat().st_size))
+    return hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()[:16]
 
 
 def local_trial(trial: dict[str, Any]) -> dict[str, Any]:

@@ -100,6 +100,12 @@ def run_stage1_phase(jobs: dict[str, dict[str, Any]], args: argparse.Namespace, 
     trials; returns {key: error} for those that failed (their error is also stored for the trials needing them).
     A resumed study restores the phase's own experiment: a half-trained stage 1 goes on from its checkpoint."""
     todo = [key for key in sorted(jobs) if not stage1.has_latent(settings, key)]
+    if not settings.stage1_checkpoint:
+        reused = stage1.reuse_stored(settings, jobs, todo)
+        for key in reused:
+            print(f"stage 1 {key}: reused from {settings.storage}/{stage1.STORE} (trained by an earlier study)",
+                  flush=True)
+        todo = [key for key in todo if key not in reused]
     if not todo:
         return {}
     print(f"stage 1: training {len(todo)} stage-1 model(s) ({', '.join(todo)}) before the study's trials",
@@ -124,6 +130,8 @@ def run_stage1_phase(jobs: dict[str, dict[str, Any]], args: argparse.Namespace, 
             failed[key] = str(result.error).strip().splitlines()[-1]
             stage1.record_failure(settings, key, failed[key])
             print(f"stage 1 {key} failed: {failed[key]}", flush=True)
+        elif key:
+            stage1.publish(settings, key)  # one stage 1 for every later study under this storage root
     return failed
 
 

@@ -160,3 +160,35 @@ def test_the_report_says_what_it_cost_and_what_produced_it(study, tmp_path) -> N
     assert studies["stage1_cpu_hours"] == pytest.approx(phase[-1]["time_total_s"] * phase[0]["cpus"] / 3600)
     assert studies["main_cpu_hours"] == pytest.approx(per_trial["cpu_hours"].sum())
     assert 0.0 <= studies["idle_share"] < 1.0
+
+
+def test_a_second_study_on_the_same_storage_reuses_the_first_ones_stage1(study, tmp_path) -> None:
+    """One stage 1 for every study: a second experiment under the same storage root, needing the same stage-1
+    model, copies it from the shared store instead of training it, and its report says so."""
+    import pandas as pd
+
+    from reports import build_report
+
+    run, code, experiment, _ = study
+    assert code == 0, run.output_tail()
+    (phase,) = read_results(experiment / "stage1").values()
+    key = phase[-1]["stage1_key"]
+    second = StudyRun("ablation", ["--preset", "tiny", "--variants", "DSR_U-", "--storage", str(experiment.parent),
+                                   "--name", "second", "--set", f"stage1_iterations={STAGE1_ITERATIONS}",
+                                   "--no-report"], tmp_path / "logs")
+    try:
+        assert second.wait(timeout=180) == 0, second.output_tail()
+    finally:
+        second.end()
+    assert f"stage 1 {key}: reused from" in second.stdout
+    folder = experiment.parent / "second"
+    assert (folder / "stage1" / key / "reused.json").is_file()
+    assert not list((folder / "stage1").glob("experiment_state-*.json"))  # no stage-1 phase ran
+    (rows,) = read_results(folder).values()
+    assert is_done(rows) and rows[0]["stage1_key"] == key
+    first = torch.load(experiment / "stage1" / key / "latent.pt", weights_only=True)
+    copied = torch.load(folder / "stage1" / key / "latent.pt", weights_only=True)
+    assert all(torch.equal(first[name], copied[name]) for name in first)
+    build_report(folder, tmp_path / "report")
+    studies = pd.read_csv(tmp_path / "report" / "tables" / "cost_studies.csv").iloc[0]
+    assert (studies["stage1_trials"], studies["stage1_reused"], studies["stage1_cpu_hours"]) == (0, 1, 0.0)
