@@ -21,9 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from dsr.evaluation.records import EvaluationRecords, load_records
-
-RECORDS_FILE = "records.npz"
+from dsr.evaluation.records import RECORDS_FILE, EvaluationRecords, load_records
 CONFIDENCE = 0.95
 RESAMPLES = {"image_auroc": 1000, "image_ap": 1000, "pixel_ap": 200, "pixel_auroc": 200}
 IMAGE_METRICS = ("image_auroc", "image_ap")

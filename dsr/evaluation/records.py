@@ -25,6 +25,7 @@ from dsr.evaluation.metrics import center_crop as crop
 
 THUMBNAIL_SIZE = 64  # side of the stored image, mask and map thumbnails
 PIXEL_SAMPLES = 512  # pixels kept per image for the pixel-AP bootstrap
+RECORDS_FILE = "records.npz"  # its name beside a trial's model (studies write it, reports read it)
 RECORDS_FORMAT = "dsr-studies/records/2"  # 2: per-defect metrics added
 READABLE_FORMATS = ("dsr-studies/records/1", RECORDS_FORMAT)  # format 1 has no per-defect pixel AP
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dsr.data.build import DATASET_KINDS
 from studies.runner.study import Study, StudyError
 
 DEFAULT_STORAGE = Path(__file__).resolve().parents[2] / "results"
@@ -20,7 +21,7 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
                         "commands and every file of the package that would be uploaded; start nothing")
     parser.add_argument("--down", action="store_true", help="with --cluster: tear the cluster down at the end")
     parser.add_argument("--preset", default="small", help="DSR preset: small (default), paper or tiny")
-    parser.add_argument("--dataset", default="demo", choices=["mvtec", "ksdd2", "folder", "demo"])
+    parser.add_argument("--dataset", default="demo", choices=DATASET_KINDS)
     parser.add_argument("--data", metavar="PATH", help="dataset root (default for demo: data/demo, built on use)")
     parser.add_argument("--categories", nargs="+", metavar="C", help="categories (default: the study's choice)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per configuration (0..N-1)")

@@ -18,7 +18,7 @@ import torch
 from ray import tune
 
 from dsr.checkpoints import save_checkpoint
-from dsr.evaluation.records import EvaluationRecords, save_records
+from dsr.evaluation.records import RECORDS_FILE, EvaluationRecords, save_records
 from dsr.model import DSR
 from dsr.provenance import node_hardware
 from dsr.training import Schedule, StageEvent
@@ -27,7 +27,6 @@ from studies.runner.trial import RunSettings
 
 STATE_FILE = "state.pt"
 MODEL_FILE = "model.pt"
-RECORDS_FILE = "records.npz"  # per-image scores, pixel samples and thumbnails: what reports bootstrap and draw
 FINISHED = {"finished_trial": True}  # restored from a checkpoint without a state: the trial's final one
 REPORTS_PER_STAGE = 20  # with --report-every 0
 CHECKPOINTS_PER_STAGE = 5  # with --checkpoint-every 0
