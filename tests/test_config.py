@@ -39,6 +39,7 @@ def test_paper_preset_is_the_default_and_round_trips() -> None:
     assert DSRConfig.from_dict(small.to_dict()) == small
 
 
+@pytest.mark.slow  # a 128 px forward pass of the medium model: 12 s on the loaded CPU
 def test_medium_preset_validates_and_is_between_small_and_paper() -> None:
     """The capacity step: 128 px, every width above the small preset's and at most the paper's, longer stages."""
     from dsr import DSR
