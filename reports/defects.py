@@ -10,6 +10,7 @@ Trials that saved no records have no breakdown; records of format 1 have image A
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,13 +99,13 @@ def defect_display(breakdown: pd.DataFrame, table: StudyTable, metric: str) -> p
 
 
 def defect_numbers(breakdown: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The numbers behind defect_display, long form (for the CSV)."""
-    keep = [c for c in breakdown.columns if not any(c.startswith(m) for m in DEFECT_METRICS) or
-            c.startswith(metric + "_") or c == metric]
+    """The numbers behind defect_display, long form (for the CSV): keys, then this metric's columns."""
+    keep = [c for c in breakdown.columns if c == metric or c.startswith(metric + "_")
+            or not any(c.startswith(m) for m in DEFECT_METRICS)]
     return breakdown[keep].reset_index(drop=True)
 
 
-def write_defects(table: StudyTable, folder, records: dict[str, EvaluationRecords] | None = None
+def write_defects(table: StudyTable, folder: Path, records: dict[str, EvaluationRecords] | None = None
                   ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """Write `<name>-per_defect-<metric>.{md,tex,csv}` for every metric; returns the breakdown and the paths
     by metric (empty when no trial saved records)."""

@@ -139,7 +139,7 @@ def thin_scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarra
     """A long, thin, slightly curved stroke a little lighter than the surface (a hairline scratch)."""
     size = image.shape[0]
     canvas, draw = _canvas(size)
-    width = rng.uniform(0.022, 0.03) * size * SUPERSAMPLE  # 1.4-1.9 px at 64
+    width = max(rng.uniform(0.022, 0.03) * size, 1.5) * SUPERSAMPLE  # 1.4-1.9 px at 64 (built at 128: 2.8-3.8)
     points = _polyline(rng, size, segments=int(rng.integers(2, 4)), length=rng.uniform(0.6, 0.9), turn=0.25)
     draw.line(points, fill=255, width=int(round(width)), joint="curve")
     coverage = _coverage(canvas, size)

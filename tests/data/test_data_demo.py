@@ -12,7 +12,7 @@ import skimage
 from PIL import Image
 
 from dsr.data import build_dataset, list_categories
-from dsr.data.defects import DEFECTS, MIN_AREA_FRACTION, draw_defect
+from dsr.data.defects import DEFECTS, MIN_AREA, draw_defect
 from dsr.data.demo import (
     COMPLETE_MARKER, DEMO_CATEGORIES, DEMO_SOURCES, build_demo, main, photo_path, read_demo_params,
 )
@@ -47,7 +47,7 @@ def test_layout_and_masks(tmp_path: Path) -> None:
             image = Image.open(image_path)
             assert image.mode == "RGB" and image.size == (32, 32) and mask.shape == (32, 32)
             assert set(np.unique(mask).tolist()) == {0, 255}  # binary and non-empty
-            assert (mask > 0).mean() >= MIN_AREA_FRACTION
+            assert (mask > 0).mean() >= MIN_AREA[image_path.parent.name]
         test = build_dataset("demo", root, category, "test", image_size=32)
         test.validate()
         assert test.labels.tolist().count(1) == 4 and len(test) == 6
@@ -59,7 +59,7 @@ def test_defects_change_the_masked_pixels() -> None:
     for name in DEFECTS:
         painted, mask = draw_defect(name, image, rng)
         assert painted.shape == image.shape and mask.dtype == bool
-        assert mask.mean() >= MIN_AREA_FRACTION
+        assert mask.mean() >= MIN_AREA[name]
         changed = np.abs(painted - image).max(axis=2) > 0.05
         assert changed[mask].mean() > 0.95  # the mask marks pixels the defect really changed
         assert changed[~mask].mean() < 0.05
@@ -126,7 +126,7 @@ def test_defaults_and_command_line(tmp_path: Path, capsys: pytest.CaptureFixture
     train = build_dataset("demo", tmp_path / "demo", "brick", "train", image_size=128)
     assert len(train) == 60
     test = build_dataset("demo", tmp_path / "demo", "brick", "test", image_size=128)
-    assert len(test) == 30 and int(test.labels.sum()) == 15
+    assert len(test) == 45 and int(test.labels.sum()) == 25  # 20 normal, 5 of each of the 5 defect types
 
 
 def test_parallel_builds_agree(tmp_path: Path) -> None:

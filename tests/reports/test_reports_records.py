@@ -4,7 +4,8 @@ checkpoint, as studies/runner/trainable.py does, and the report built from them.
 Known fixture (each category: 12 normal and 12 anomalous test images, the same images for every variant):
 DSR is the baseline; DSR_img has exactly DSR's scores (difference 0, not significant); DSR_random separates the
 classes far better (significant); DSR_U- is an older run without records (intervals "–", no crash). A second
-dataset ("folder") has no pixel masks: its pixel metrics must read "n/a", never 0.
+dataset ("folder") has no pixel masks: its pixel metrics must read "n/a", never 0. Half the anomalous images are
+"crack", half "hole"; DSR and DSR_img score holes like normal images (missed), DSR_random catches both.
 """
 
 from __future__ import annotations
@@ -32,16 +33,18 @@ def _records(variant: str, category: str, seed: int, has_masks: bool = True) -> 
     """Per-image records of one trial; the noise depends on (category, seed) only, so DSR_img == DSR exactly."""
     rng = np.random.default_rng([sum(map(ord, category)), seed])
     labels = np.array([0] * N_GOOD + [1] * N_BAD, np.int8)
-    paths = np.array([f"good/{i:03d}.png" for i in range(N_GOOD)] + [f"crack/{i:03d}.png" for i in range(N_BAD)])
+    kinds = ["crack"] * (N_BAD // 2) + ["hole"] * (N_BAD - N_BAD // 2)
+    paths = np.array([f"good/{i:03d}.png" for i in range(N_GOOD)] + [f"{k}/{i:03d}.png" for i, k in enumerate(kinds)])
     noise, pixel_noise = rng.normal(size=len(labels)), rng.random((len(labels), PIXELS))
     separation = SEPARATION[variant]
+    missed = np.array([p.startswith("hole") for p in paths]) & (separation < 1.0)  # holes scored as normal
     pixel_labels = np.zeros((len(labels), PIXELS), bool)
     if has_masks:
         pixel_labels[labels == 1, :8] = True
     maps = np.clip(rng.random((len(labels), THUMB, THUMB)) * 80 + 40 * separation * labels[:, None, None], 0, 255)
     return EvaluationRecords(
         paths=paths, defect_types=np.array([p.split("/")[0] for p in paths]), labels=labels,
-        image_scores=(noise + separation * labels).astype(np.float32),
+        image_scores=(noise + separation * labels * ~missed).astype(np.float32),
         pixel_scores=(pixel_noise + 0.1 * separation * pixel_labels).astype(np.float16), pixel_labels=pixel_labels,
         has_masks=has_masks, center_crop=224 if has_masks else 0,
         images=np.full((len(labels), THUMB, THUMB, 3), 128, np.uint8),
@@ -190,3 +193,40 @@ def test_gallery_shows_the_same_images_for_every_variant(recorded, monkeypatch, 
 def test_no_masks_reads_not_applicable_per_category_too(recorded) -> None:
     rows = read_markdown_table(recorded["report"].parent / "tables" / "table6-folder-small-per_category-pixel_ap.md")
     assert rows and all(cell.startswith("n/a") for row in rows for key, cell in row.items() if key != "category")
+
+
+def _per_defect(report: Path, metric: str) -> dict[tuple[str, str, str], dict[str, str]]:
+    with open(report.parent / "tables" / f"table6-mvtec-small-per_defect-{metric}.csv", encoding="utf-8") as handle:
+        return {(row["variant"], row["category"], row["defect"]): row for row in csv.DictReader(handle)}
+
+
+def test_per_defect_breakdown_shows_the_missed_holes(recorded) -> None:
+    """Each defect type against all normal images, mean over seeds from the records; DSR misses holes only."""
+    rows = _per_defect(recorded["report"], "image_auroc")
+    assert {defect for _, _, defect in rows} == {"crack", "hole"}
+    assert not any(variant == "DSR_U-" for variant, _, _ in rows)  # no records: no breakdown, no crash
+    for (variant, category, defect), row in rows.items():
+        expected = []
+        for seed in SEEDS:
+            records = _records(variant, category, seed)
+            chosen = (records.defect_types == "good") | (records.defect_types == defect)
+            expected.append(100 * roc_auc_score(records.labels[chosen], records.image_scores[chosen]))
+        assert float(row["image_auroc"]) == pytest.approx(np.mean(expected), abs=1e-6)
+        assert float(row["image_auroc_std"]) == pytest.approx(np.std(expected, ddof=1), abs=1e-6)
+        assert float(row["image_auroc_ci_low"]) <= float(row["image_auroc"]) <= float(row["image_auroc_ci_high"])
+    for category in CATEGORIES:
+        hole = rows[("DSR", category, "hole")]
+        assert float(hole["image_auroc_ci_low"]) < 50  # holes scored as normal images: chance lies inside
+        assert float(rows[("DSR_random", category, "hole")]["image_auroc"]) > 95
+        assert float(rows[("DSR_random", category, "crack")]["image_auroc"]) > 95
+    pixel = _per_defect(recorded["report"], "pixel_ap")
+    assert all(row["pixel_ap"] == "" for row in pixel.values())  # hand-made records store no full-map pixel AP
+
+
+def test_report_shows_image_auroc_per_defect_type(recorded) -> None:
+    text = recorded["report"].read_text(encoding="utf-8")
+    assert "Per defect type, image AUROC" in text and "per_defect-image_auroc.md" in text
+    table = read_markdown_table(recorded["report"].parent / "tables" / "table6-mvtec-small-per_defect-image_auroc.md")
+    cells = {(row["category"], row["defect type"]): row for row in table}
+    assert set(cells) == {(c, d) for c in CATEGORIES for d in ("crack", "hole")}
+    assert cells[("bottle", "hole")]["DSR"].count("[") == 1 and cells[("bottle", "hole")]["DSR_U-"] == "–"
