@@ -19,7 +19,12 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
     where.add_argument("--address", metavar="ADDR", help="an existing Ray cluster (host:port or ray://...)")
     parser.add_argument("--dry-run", action="store_true", help="with --cluster: check everything, print the "
                         "commands and every file of the package that would be uploaded; start nothing")
-    parser.add_argument("--down", action="store_true", help="with --cluster: tear the cluster down at the end")
+    parser.add_argument("--down", action="store_true", help="with --cluster: tear the cluster down once the study "
+                        "has ended (never while it runs)")
+    parser.add_argument("--attach", metavar="JOB_ID", help="with --cluster: follow a study submitted earlier (the "
+                        "job id it printed) to its end, e.g. from a new terminal; with --down, tear down after")
+    parser.add_argument("--placement-timeout", type=float, default=15.0, metavar="MIN", help="stop the study when "
+                        "a trial asks for a resource no node has for this many minutes (0: wait for ever)")
     parser.add_argument("--preset", default="small", help="DSR preset: small (default), paper or tiny")
     parser.add_argument("--dataset", default="demo", choices=DATASET_KINDS)
     parser.add_argument("--data", metavar="PATH", help="dataset root (default for demo: data/demo, built on use)")
@@ -64,6 +69,8 @@ def check_options(args: argparse.Namespace) -> None:
         raise StudyError(str(error).splitlines()[0]) from None
     if not 0.0 < args.search_fraction < 1.0:
         raise StudyError(f"--search-fraction must lie in (0, 1), got {args.search_fraction}")
+    if args.attach and not args.cluster:
+        raise StudyError("--attach follows a study on a --cluster FILE: give the cluster file too")
     for option in ("report_every", "checkpoint_every", "checkpoint_minutes"):
         if getattr(args, option) < 0:
             raise StudyError(f"--{option.replace('_', '-')} must be >= 0, got {getattr(args, option)}")

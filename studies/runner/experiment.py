@@ -14,7 +14,8 @@ from studies.runner.study import Study, StudyError
 OPTIONS_FILE = "study_options.json"
 SPLIT_FILE = "test_split.json"
 # Options that say where and how to run, not what: never compared on --resume.
-PLACE_OPTIONS = {"cluster", "address", "storage", "name", "resume", "dry_run", "down"}
+PLACE_OPTIONS = {"cluster", "address", "storage", "name", "resume", "dry_run", "down", "attach",
+                 "placement_timeout"}
 # What a resumed experiment can take on: the trainable is re-wrapped with new resources and intervals.
 RESUMABLE_OPTIONS = {"cpus_per_trial", "gpus_per_trial", "report_every", "checkpoint_every", "checkpoint_minutes",
                      "no_report"}

@@ -35,12 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studies.runner.preflight import check_remote_inputs
 from studies.runner.runtime import LOOPBACK, PROJECT_DIR, load_cluster_file, project_runtime_env
 from studies.runner.storage import SHARED_STORAGE_HELP, is_remote, is_uri
 
 DASHBOARD_PORT = 8265
 # Options of the local command line that mean nothing on the cluster (or are set there by the launcher).
-LOCAL_ONLY = {"--cluster": True, "--dry-run": False, "--down": False, "--storage": True, "--address": True}
+LOCAL_ONLY = {"--cluster": True, "--dry-run": False, "--down": False, "--storage": True, "--address": True,
+              "--attach": True}
+# follow_job's outcomes that are not the job's own: it may still be running, so nothing is torn down.
+INTERRUPTED, LOST = 130, 3
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,8 @@ class ClusterRun:
     """Everything one `--cluster` run does, decided and checked locally before anything starts."""
 
     cluster_file: Path
-    config: dict[str, Any] = field(repr=False)  # validated by Ray, local file_mounts made absolute
+    config: dict[str, Any] = field(repr=False)  # as written (Ray prepares it once, in `ray up`), validated by
+    # Ray, local file_mounts made absolute
     entrypoint: tuple[str, ...]  # the study's command line on the head
     storage: str
     experiment: str  # STORAGE/NAME
@@ -77,8 +82,15 @@ class ClusterRun:
     def teardown_hint(self) -> str:
         return f"the cluster keeps running (and billing): tear it down with `ray down -y {self.cluster_file}`"
 
+    def attach_command(self, job: str) -> str:
+        """The command that follows job `job` again from any terminal (and tears down once it has ended)."""
+        name = self.experiment.rstrip("/").rsplit("/", 1)[-1]
+        return shlex.join(["python", self.entrypoint[1], "--cluster", str(self.cluster_file), "--storage",
+                           self.storage, "--name", name, "--attach", job])
 
-def prepare_cluster_run(study_name: str, args: argparse.Namespace, argv: Sequence[str]) -> ClusterRun:
+
+def prepare_cluster_run(study_name: str, args: argparse.Namespace, argv: Sequence[str],
+                        check_inputs: bool = True) -> ClusterRun:
     """Check a `--cluster` command line and decide what runs; ValueError (one line) for anything wrong.
 
     - the cluster file passes Ray's own validation (`load_cluster_file`);
@@ -88,7 +100,9 @@ def prepare_cluster_run(study_name: str, args: argparse.Namespace, argv: Sequenc
     - `--address` makes no sense with `--cluster` (the study joins the cluster it runs on).
     """
     cluster_file = Path(args.cluster).expanduser().resolve()
-    config = _absolute_file_mounts(load_cluster_file(cluster_file), PROJECT_DIR)
+    # Validated as prepared by Ray, kept as written: `create_or_update_cluster` prepares it (merging the
+    # setup_commands into head/worker_setup_commands) itself, and a prepared config would get them twice.
+    config = _absolute_file_mounts(load_cluster_file(cluster_file, prepared=False), PROJECT_DIR)
     argv = list(argv)
     storage = str(args.storage)
     if not is_remote(storage):
@@ -102,6 +116,8 @@ def prepare_cluster_run(study_name: str, args: argparse.Namespace, argv: Sequenc
             flag = "--" + option.replace("_", "-")
             raise ValueError(f"--cluster {args.cluster}: {flag} {value} is a relative path on this machine; give "
                              f"an s3:// URI or an absolute path that every node of the cluster mounts")
+    if check_inputs:  # --data / --stage1-data / --stage1-checkpoint s3://...: listed, not downloaded
+        check_remote_inputs(args)
     remote_argv = _without_options(argv, LOCAL_ONLY)
     entrypoint = ("python", f"studies/{study_name}.py", *remote_argv, "--storage", storage, "--address", "auto")
     name = getattr(args, "name", None) or study_name
@@ -136,6 +152,9 @@ def dry_run(run: ClusterRun, out=None) -> int:
     out = out or sys.stdout
     files = package_files(run.runtime_env)
     print(f"# dry run: nothing was started. --cluster {run.cluster_file} runs, in order:", file=out)
+    prerequisite = iam_prerequisite(run.config)
+    if prerequisite:
+        print(f"# prerequisite: {prerequisite}", file=out)
     for command in run.commands():
         print(command, file=out)
     if not run.down:
@@ -147,36 +166,105 @@ def dry_run(run: ClusterRun, out=None) -> int:
     return 0
 
 
+def iam_prerequisite(config: dict[str, Any]) -> str | None:
+    """What an AWS cluster file needs in IAM before its first `ray up` (None for other providers)."""
+    if (config.get("provider") or {}).get("type") != "aws":
+        return None
+    types = config.get("available_node_types") or {}
+    head = config.get("head_node_type")
+
+    def profile(name: str) -> str:
+        return ((types[name].get("node_config") or {}).get("IamInstanceProfile") or {}).get("Name") or "(none)"
+
+    workers = sorted({profile(name) for name in types if name != head})
+    return (f"the instance profiles this file names exist (once per account: cluster/iam/setup.sh BUCKET): "
+            f"{profile(head)} for the head, allowed to pass the workers' role (iam:PassRole) and to launch EC2 "
+            f"instances, and {', '.join(workers) or '(none)'} for the workers, with access to the bucket; "
+            f"see cluster/README.md")
+
+
 def run_cluster_command(study_name: str, args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """`--cluster FILE [--dry-run] [--down]` of a study: check, then dry-run or launch. Returns the exit code."""
-    run = prepare_cluster_run(study_name, args, argv)
+    """`--cluster FILE [--dry-run] [--down] [--attach ID]` of a study: check, then dry-run, launch, or follow a
+    submitted study again. Returns the exit code."""
+    attaching = bool(getattr(args, "attach", None))
+    run = prepare_cluster_run(study_name, args, argv, check_inputs=not attaching)  # attaching runs nothing new
     if getattr(args, "dry_run", False):
         return dry_run(run)
+    if getattr(args, "attach", None):
+        return attach(run, args.attach)
     return launch(run)
 
 
 def launch(run: ClusterRun) -> int:
-    """Bring the cluster up (or reuse it), submit the study, follow it; tear down with --down. Exit code."""
+    """Bring the cluster up (or reuse it), submit the study, follow it; with --down tear the cluster down once
+    the study has ended, and only then. Exit code: the study's, or INTERRUPTED / LOST when following stopped
+    first (the study goes on; how to follow it again and how to tear down are printed)."""
     from ray.autoscaler import sdk
 
     ensure_auth_token()
     print(f"cluster: starting or reusing {run.cluster_file} (ray up)", flush=True)
     sdk.create_or_update_cluster(run.config, no_restart=True)
-    code = 1
+    code, submitted = LOST, False
     try:
         port = _free_local_port()
         with dashboard_tunnel(run.cluster_file, port):
-            code = submit_and_follow(f"http://{LOOPBACK}:{port}", run.entrypoint, run.runtime_env,
-                                     run.submission_id)
-        if code == 0:
-            print(f"results: {run.experiment}; report: python -m reports {run.experiment}", flush=True)
+            client = _job_client(f"http://{LOOPBACK}:{port}")
+            try:
+                job = client.submit_job(entrypoint=shlex.join(run.entrypoint), runtime_env=run.runtime_env,
+                                        submission_id=run.submission_id)
+            finally:  # a submission whose answer was lost may still have started the study
+                submitted = True
+            print(f"job {job} submitted (follow it from another terminal: {run.attach_command(job)})", flush=True)
+            code = follow_job(client, job)
+    except KeyboardInterrupt:
+        code = INTERRUPTED
     finally:
-        if run.down:
-            print(f"cluster: tearing down {run.cluster_file}", flush=True)
-            sdk.teardown_cluster(run.config)
-        else:
-            print(f"cluster: {run.teardown_hint()} (or pass --down)", flush=True)
+        _after_following(run, code, submitted)
     return code
+
+
+def attach(run: ClusterRun, job: str) -> int:
+    """`--attach ID`: follow a study submitted earlier (from another terminal) to its end; with --down tear the
+    cluster down once it has ended. Exit code as `launch`."""
+    code, known = LOST, False
+    try:
+        with dashboard_tunnel(run.cluster_file, _free_local_port()) as address:
+            client = _job_client(address)
+            try:
+                client.get_job_status(job)
+            except Exception as error:  # an unknown id: Ray raises RuntimeError naming it
+                raise ValueError(f"--attach {job}: no such job on the cluster of {run.cluster_file} "
+                                 f"({' '.join(str(error).split())[:200]})") from None
+            known = True
+            print(f"following job {job}", flush=True)
+            code = follow_job(client, job)
+    except KeyboardInterrupt:
+        code = INTERRUPTED
+    finally:
+        if known:  # nothing to say (or tear down) about a job that was never found
+            _after_following(run, code, True, job)
+    return code
+
+
+def _after_following(run: ClusterRun, code: int, submitted: bool, job: str | None = None) -> None:
+    """Tear down (--down) only when no study can still be running; otherwise say how to go on."""
+    from ray.autoscaler import sdk
+
+    job = job or run.submission_id
+    ended = code not in (INTERRUPTED, LOST)
+    if code == 0:
+        print(f"results: {run.experiment}; report: python -m reports {run.experiment}", flush=True)
+    if not ended and submitted:
+        print(f"cluster: the study may still be running (job {job}); follow it again with `{run.attach_command(job)}"
+              f"{' --down' if run.down else ''}`; once it has ended, {run.teardown_hint()}", flush=True)
+        if run.down:
+            print("cluster: not torn down (--down): that would end a running study", flush=True)
+        return
+    if run.down:
+        print(f"cluster: tearing down {run.cluster_file}", flush=True)
+        sdk.teardown_cluster(run.config)
+    else:
+        print(f"cluster: {run.teardown_hint()} (or pass --down)", flush=True)
 
 
 def submit_and_follow(address: str, entrypoint: Sequence[str], runtime_env: dict[str, Any],
@@ -184,34 +272,62 @@ def submit_and_follow(address: str, entrypoint: Sequence[str], runtime_env: dict
     """Submit `entrypoint` as a Ray job to the Jobs API at `address`, print its output as it comes; 0 on success.
 
     Token authentication: with RAY_AUTH_MODE=token the client sends the local token (~/.ray/auth_token or
-    RAY_AUTH_TOKEN). Ctrl-C stops following, not the job (its id is printed to stop it).
+    RAY_AUTH_TOKEN). Ctrl-C stops following, not the job.
     """
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    client = JobSubmissionClient(address)
+    client = _job_client(address)
     job = client.submit_job(entrypoint=shlex.join(entrypoint), runtime_env=runtime_env,
                             submission_id=submission_id)
     print(f"job {job} submitted to {address}", flush=True)
+    try:
+        return follow_job(client, job)
+    except KeyboardInterrupt:
+        return INTERRUPTED
 
-    async def follow() -> None:
+
+def follow_job(client: Any, job: str, settle_s: float = 60.0) -> int:
+    """Print the job's output as it comes until it ends: 0 when it succeeded, 1 when it failed or was stopped,
+    LOST when the log stream broke and its state cannot be read (the job goes on). Ctrl-C (KeyboardInterrupt)
+    propagates: the caller decides; the job goes on."""
+    from ray.job_submission import JobStatus
+
+    async def tail() -> None:
         async for lines in client.tail_job_logs(job):
             print(lines, end="", flush=True)
 
     try:
-        asyncio.run(follow())
+        asyncio.run(tail())
     except KeyboardInterrupt:
-        print(f"\nstopped following; the job goes on (stop it: ray job stop --address {address} {job})")
-        return 130
-    status = client.get_job_status(job)
-    while not status.is_terminal():  # the log stream can end just before the status is final
+        print(f"\nstopped following job {job}; it goes on", flush=True)
+        raise
+    except Exception as error:  # the tunnel or the head went away: the job itself may be fine
+        print(f"\nlost the log of job {job} ({' '.join(str(error).split())[:200]})", file=sys.stderr, flush=True)
+        settle_s = 0.0  # its state now, once: no waiting on a connection that is gone
+    deadline = time.monotonic() + settle_s
+    while True:  # the log stream can end just before the status is final
+        try:
+            status = client.get_job_status(job)
+        except Exception as error:
+            print(f"cannot read the state of job {job} ({' '.join(str(error).split())[:200]})", file=sys.stderr)
+            return LOST
+        if status.is_terminal():
+            break
+        if time.monotonic() > deadline:
+            print(f"job {job} is still {status.value.lower()} after its log ended", file=sys.stderr)
+            return LOST
         time.sleep(1.0)
-        status = client.get_job_status(job)
     if status != JobStatus.SUCCEEDED:
         message = client.get_job_info(job).message or ""
         print(f"job {job} {status.value.lower()}: {' '.join(message.split())[:300]}", file=sys.stderr)
         return 1
     return 0
+
+
+def _job_client(address: str) -> Any:
+    """A Ray Jobs client of the dashboard at `address`, with token authentication (RAY_AUTH_MODE=token)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(address)
 
 
 def ensure_auth_token() -> None:
@@ -234,8 +350,9 @@ def dashboard_tunnel(cluster_file: Path, port: int, timeout_s: float = 120.0):
     proc = subprocess.Popen(argv, cwd=PROJECT_DIR, start_new_session=True)
     try:
         if not _wait_for_port(port, proc, timeout_s):
-            raise RuntimeError(f"the dashboard tunnel ({shlex.join(argv)}) did not open {LOOPBACK}:{port}")
-        yield
+            raise RuntimeError(f"the dashboard tunnel ({shlex.join(argv)}) did not open {LOOPBACK}:{port}; is "
+                               f"the cluster up (`ray get-head-ip {cluster_file}`)?")
+        yield f"http://{LOOPBACK}:{port}"
     finally:
         _end_process_group(proc)
 
@@ -324,4 +441,4 @@ def _end_process_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
 
 
 __all__ = ["ClusterRun", "prepare_cluster_run", "package_files", "dry_run", "run_cluster_command", "launch",
-           "submit_and_follow", "ensure_auth_token"]
+           "attach", "submit_and_follow", "follow_job", "ensure_auth_token"]

@@ -159,8 +159,10 @@ def _split_address(address: str) -> tuple[str, int]:
 # ------------------------------------------------------------------------------------------- cluster file
 
 
-def load_cluster_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Parse a Ray cluster launcher YAML and check it as `ray up` does; returns it with Ray's defaults filled in.
+def load_cluster_file(path: str | os.PathLike[str], prepared: bool = True) -> dict[str, Any]:
+    """Parse a Ray cluster launcher YAML and check it as `ray up` does; returns it with Ray's defaults filled in
+    (`prepared`), or as written (what `create_or_update_cluster` takes: it prepares the config itself, and
+    preparing twice runs the setup commands twice).
 
     Runs Ray's own `prepare_config` and `validate_config` (the JSON schema ray-schema.json and its extra rules),
     which need no cloud access. Raises FileNotFoundError, or ValueError with one line naming the file and what is
@@ -185,14 +187,14 @@ def load_cluster_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         logging.getLogger(name).setLevel(level)
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            prepared = prepare_config(copy.deepcopy(raw))
-        validate_config(prepared)
+            ready = prepare_config(copy.deepcopy(raw))
+        validate_config(ready)
     except Exception as err:  # jsonschema.ValidationError, ValueError, KeyError, ...: all are a bad config here
         raise ValueError(f"cluster file {path}: fails Ray's cluster config validation: {_validation_problem(err)}") from None
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
-    return prepared
+    return ready if prepared else raw
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

@@ -5,8 +5,10 @@
   `AWS_ENDPOINT_URL_S3`) points every process at an S3-compatible server, e.g. the tests' loopback server.
 - `require_shared_storage`: on a cluster of more than one node, a plain `--storage` path must be one filesystem
   that every node mounts; a node-local path is refused in one line before any trial starts.
-- `local_dataset`: `--data s3://...` is synced once per node into a local cache (under a file lock, checked
-  non-empty); a plain path is used as it is.
+- `local_dataset`: `--data s3://...` (and `--stage1-data s3://...`) is synced once per node into a local cache
+  (under a file lock, checked non-empty); a plain path is used as it is. `local_file` does the same for one file
+  (`--stage1-checkpoint s3://...`).
+- `node_demo_root`: the default demo dataset on a node that is not the driver's: built into the node's cache.
 """
 
 from __future__ import annotations
@@ -164,10 +166,51 @@ def local_dataset(data: str, cache_dir: str | os.PathLike[str] | None = None) ->
     return str(target)
 
 
+def local_file(data: str, cache_dir: str | os.PathLike[str] | None = None) -> str:
+    """A local copy of one file: a plain path is returned as it is; a URI (s3://bucket/vq_model.pckl) is copied
+    once into `cache_dir` (default `default_cache_dir()`), under a file lock, and that copy's path returned.
+    Raises FileNotFoundError (one line) when no file is at the URI."""
+    from filelock import FileLock
+
+    if not is_remote(data):
+        return str(data).removeprefix("file://") if is_uri(data) else str(data)
+    filesystem, source = storage_filesystem(data)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    target = root / str(data).split("://", 1)[0].lower() / source
+    done = target.with_name(target.name + SYNCED_MARKER)
+    if done.is_file() and target.is_file():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if done.is_file() and target.is_file():
+            return str(target)
+        if filesystem.get_file_info(source).type != pafs.FileType.File:
+            raise FileNotFoundError(f"{data}: no such file")
+        partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+        with filesystem.open_input_stream(source) as stream, open(partial, "wb") as out:
+            shutil.copyfileobj(stream, out, length=1 << 22)
+        partial.replace(target)
+        done.write_text(f"{data}\n")
+    return str(target)
+
+
+def node_demo_root(root: str) -> str:
+    """Where this node finds the demo dataset `root` names: `root` itself when the demo is built there (the
+    driver's node, or a folder every node mounts), else a copy this node builds into its own cache (the build is
+    deterministic: the same images on every node), never a path that only exists on the driver's machine."""
+    from dsr.data.demo import build_demo, read_demo_params
+
+    if read_demo_params(root) is not None:
+        return str(root)
+    local = default_cache_dir() / "demo"
+    build_demo(local)
+    return str(local)
+
+
 def _one_line(text: object, limit: int = 200) -> str:
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 __all__ = ["is_uri", "is_remote", "storage_filesystem", "exists", "require_shared_storage", "local_dataset",
-           "default_cache_dir", "SHARED_STORAGE_HELP"]
+           "local_file", "node_demo_root", "default_cache_dir", "SHARED_STORAGE_HELP"]

@@ -103,10 +103,13 @@ def data_fingerprint(root: str | Path) -> str:
 
 
 def local_trial(trial: dict[str, Any]) -> dict[str, Any]:
-    """The trial with its data on this node: a `--data s3://...` root synced once into the node's cache."""
-    from studies.runner.storage import is_remote, local_dataset
+    """The trial with its data on this node: a `--data s3://...` root synced once into the node's cache; the
+    demo at the driver's path, or built into this node's cache where that path does not hold it."""
+    from studies.runner.storage import is_remote, local_dataset, node_demo_root
 
     if not is_remote(str(trial.get("data_root", ""))):
+        if trial.get("dataset") == "demo" and trial.get("data_root"):
+            return {**trial, "data_root": node_demo_root(trial["data_root"])}
         return trial
     return {**trial, "data_root": local_dataset(trial["data_root"])}
 
@@ -127,7 +130,9 @@ def stage1_images(trial: dict[str, Any], config: DSRConfig, settings: RunSetting
     categories never show (a green stain on grey gravel): an anomaly the general decoder cannot reconstruct cannot
     be detected. Without extra data, all categories together are the closest stand-in a study has."""
     if settings.stage1_data:
-        return _folder_images(Path(settings.stage1_data), config)
+        from studies.runner.storage import local_dataset  # --stage1-data s3://...: synced once per node
+
+        return _folder_images(Path(local_dataset(settings.stage1_data)), config)
     categories = list_categories(trial["dataset"], trial["data_root"])
     per_category = max(1, STAGE1_MAX_IMAGES // len(categories))
     images = []

@@ -62,6 +62,10 @@ def report(metrics: dict[str, Any], state: dict[str, Any] | None = None, model: 
             save_checkpoint(model, os.path.join(folder, MODEL_FILE))
         if records is not None:
             save_records(records, os.path.join(folder, RECORDS_FILE))
+        if metrics.get("stage") == "done":  # the trial's end, kept where a resume finds it (recovery.py)
+            from studies.runner.recovery import write_final
+
+            write_final(folder, metrics)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
@@ -71,10 +75,13 @@ def event_metrics(event: StageEvent) -> dict[str, Any]:
 
 
 def start_trial() -> torch.device:
-    """Use the CPUs Ray assigned this trial (torch threads) and return its device (a GPU when assigned one)."""
+    """Use the CPUs Ray assigned this trial (torch threads) and return its device (a GPU when assigned one; where
+    CUDA is unusable, one line naming the node, torch's CUDA version and the driver's: never the CPU silently)."""
+    from studies.runner.devices import trial_device
+
     cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1) or 1)
     torch.set_num_threads(max(1, cpus))
-    return torch.device("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
+    return trial_device()
 
 
 def trial_hardware(device: torch.device) -> dict[str, Any]:

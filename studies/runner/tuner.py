@@ -11,6 +11,7 @@ import ray
 from ray import tune
 
 from studies.runner import stage1
+from studies.runner.callbacks import run_callbacks
 from studies.runner.experiment import experiment_dir, save_study_options
 from studies.runner.provenance import record_run
 from studies.runner.space import grid_points
@@ -47,8 +48,7 @@ def run_settings(study: Study, args: argparse.Namespace, storage: str, name: str
                        stage1_data=args.stage1_data, report_every=args.report_every,
                        checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
                        test_split=test_split, interim_eval=study.searcher is not None or study.scheduler is not None,
-                       stage1_checkpoint=str(Path(args.stage1_checkpoint).resolve()) if args.stage1_checkpoint
-                       else None)
+                       stage1_checkpoint=_stage1_checkpoint(args.stage1_checkpoint))
 
 
 def run_tuner(study: Study, args: argparse.Namespace, space: dict[str, Any], categories: list[str],
@@ -58,7 +58,7 @@ def run_tuner(study: Study, args: argparse.Namespace, space: dict[str, Any], cat
 
     test_split: category -> {"search": names, "report": names} for searched studies (see dsr.evaluation.split).
     """
-    from studies.runner.storage import require_shared_storage
+    from studies.runner.storage import local_file, require_shared_storage
 
     storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
     settings = run_settings(study, args, storage, name, categories, test_split)
@@ -67,7 +67,7 @@ def run_tuner(study: Study, args: argparse.Namespace, space: dict[str, Any], cat
     checkpoint = settings.stage1_checkpoint
     if checkpoint:
         try:
-            stage1.install_checkpoint(checkpoint, jobs, settings)
+            stage1.install_checkpoint(local_file(checkpoint), jobs, settings)  # s3://...: copied here once
         except (ValueError, FileNotFoundError) as error:
             raise StudyError(str(error).splitlines()[0]) from None
     start_ray(args)
@@ -81,6 +81,7 @@ def run_tuner(study: Study, args: argparse.Namespace, space: dict[str, Any], cat
         run_stage1_phase(jobs, args, settings, experiment)
         trainable = make_trainable(args, settings)
         if args.resume and tune.Tuner.can_restore(experiment):
+            _recover_trial_ends(experiment)
             tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
                                        resume_errored=True, param_space=space)
         else:
@@ -92,6 +93,25 @@ def run_tuner(study: Study, args: argparse.Namespace, space: dict[str, Any], cat
         return len(results.errors)
     finally:
         ray.shutdown()
+
+
+def _recover_trial_ends(experiment: str) -> None:
+    """Before a restore: trials whose end was lost with the cluster get it back from their final checkpoint."""
+    from studies.runner.recovery import recover_trial_ends
+
+    repaired = recover_trial_ends(experiment)
+    if repaired:
+        print(f"resume: {len(repaired)} trial(s) had finished, but their end was lost with the cluster before it "
+              f"was uploaded; recorded from their final checkpoints: {', '.join(repaired)}", flush=True)
+
+
+def _stage1_checkpoint(given: str | None) -> str | None:
+    """--stage1-checkpoint as every node names it: a URI stays one, a path is made absolute."""
+    from studies.runner.storage import is_remote
+
+    if not given:
+        return None
+    return given if is_remote(given) else str(Path(given).resolve())
 
 
 def run_stage1_phase(jobs: dict[str, dict[str, Any]], args: argparse.Namespace, settings: RunSettings,
@@ -157,5 +177,6 @@ def _run_config(args: argparse.Namespace, storage: str, name: str) -> tune.RunCo
         # The driver uploads the experiment's state and results to cloud storage at most this often: a study
         # resumed after losing its whole cluster knows which trials had finished up to this long before.
         sync_config=tune.SyncConfig(sync_period=SYNC_PERIOD_S),
+        callbacks=run_callbacks(args),
         verbose=1,
     )

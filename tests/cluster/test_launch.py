@@ -61,6 +61,13 @@ def test_dry_run_prints_the_commands_then_every_packaged_file(no_cloud, capsys) 
     assert "studies/ablation.py" in files and "pyproject.toml" in files
     assert not [f for f in files if f.startswith((".venv/", "results/", "data/", ".git/")) or "__pycache__" in f]
     assert "ray down" in "\n".join(lines)  # how to tear the cluster down is said
+    from studies.runner.runtime import load_cluster_file
+
+    config = load_cluster_file(AWS)
+    profiles = {kind["node_config"]["IamInstanceProfile"]["Name"] for kind in config["available_node_types"].values()}
+    (prerequisite,) = [line for line in lines if line.startswith("# prerequisite:")]  # named before the commands
+    assert all(name in prerequisite for name in profiles) and "iam:PassRole" in prerequisite
+    assert "cluster/iam/setup.sh" in prerequisite and lines.index(prerequisite) < lines.index(commands[0])
 
 
 def test_the_study_on_the_head_joins_its_cluster_with_the_same_options() -> None:
@@ -93,6 +100,7 @@ def test_storage_or_data_the_nodes_cannot_reach_is_refused_in_one_line(no_cloud,
     assert problem in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_study_command_refuses_bad_cluster_input_with_exit_2_before_anything(tmp_path: Path) -> None:
     """Through the study's own command line, in a fresh process: no cloud client, no Ray started."""
     bad = tmp_path / "bad.yaml"
@@ -120,3 +128,108 @@ def test_connect_to_nothing_fails_fast_in_one_line() -> None:
         connect(address)
     assert time.monotonic() - start < 10
     assert address in str(info.value) and "\n" not in str(info.value)
+
+
+def test_setup_commands_run_once_on_every_node() -> None:
+    """`create_or_update_cluster` prepares the config it gets (Ray's `prepare_config` merges setup_commands into
+    head_setup_commands and worker_setup_commands): what `--cluster` hands it must come out with each command
+    once."""
+    import copy
+
+    from ray.autoscaler._private.util import prepare_config
+
+    run = _prepare("--cluster", str(AWS), "--storage", "s3://bucket/dsr")
+    written = run.config["setup_commands"]
+    bootstrapped = prepare_config(copy.deepcopy(run.config))  # what Ray's `ray up` does first with it
+    for key in ("head_setup_commands", "worker_setup_commands"):
+        commands = bootstrapped[key]
+        assert written and all(commands.count(command) == 1 for command in written), key
+
+
+class _FakeJobs:
+    """A Ray Jobs client whose log stream ends with `tail_error` and whose job then has `status`."""
+
+    def __init__(self, status: str, tail_error: BaseException | None = None) -> None:
+        self.status, self.tail_error, self.submitted = status, tail_error, []
+
+    def submit_job(self, entrypoint, runtime_env, submission_id):
+        self.submitted.append(entrypoint)
+        return submission_id
+
+    async def tail_job_logs(self, job):
+        yield "training...\n"
+        if self.tail_error is not None:
+            raise self.tail_error
+
+    def get_job_status(self, job):
+        from ray.job_submission import JobStatus
+
+        if job == "nope":
+            raise RuntimeError(f"Job {job} does not exist")
+        return JobStatus(self.status)
+
+    def get_job_info(self, job):
+        return type("Info", (), {"message": "it failed"})()
+
+
+@pytest.fixture
+def fake_cluster(monkeypatch: pytest.MonkeyPatch):
+    """`launch`/`attach` against a fake Ray Jobs API: no cloud, no tunnel; records teardowns."""
+    import contextlib
+
+    from ray.autoscaler import sdk
+
+    calls = {"up": 0, "down": 0}
+    monkeypatch.setattr(sdk, "create_or_update_cluster", lambda *a, **k: calls.__setitem__("up", calls["up"] + 1))
+    monkeypatch.setattr(sdk, "teardown_cluster", lambda *a, **k: calls.__setitem__("down", calls["down"] + 1))
+    monkeypatch.setattr(launch, "ensure_auth_token", lambda: None)
+    monkeypatch.setattr(launch, "dashboard_tunnel",
+                        lambda *a, **k: contextlib.nullcontext("http://127.0.0.1:1"))
+
+    def use(client: _FakeJobs) -> dict:
+        monkeypatch.setattr(launch, "_job_client", lambda address: client)
+        return calls
+
+    return use
+
+
+@pytest.mark.parametrize("tail_error, code", [(ConnectionError("tunnel closed"), launch.LOST),
+                                              (KeyboardInterrupt(), launch.INTERRUPTED)])
+def test_down_never_ends_a_study_that_may_still_run(fake_cluster, capsys, tail_error, code) -> None:
+    calls = fake_cluster(_FakeJobs("RUNNING", tail_error))
+    run = _prepare("--cluster", str(AWS), "--storage", "s3://bucket/dsr", "--down")
+    assert launch.launch(run) == code
+    out = capsys.readouterr().out
+    assert calls == {"up": 1, "down": 0}
+    job = run.submission_id
+    assert f"--cluster {AWS} --storage s3://bucket/dsr --name ablation --attach {job} --down" in out  # follow again
+    assert f"ray down -y {AWS}" in out and "not torn down" in out  # how to tear down, once it has ended
+
+
+@pytest.mark.parametrize("status, code", [("SUCCEEDED", 0), ("FAILED", 1), ("STOPPED", 1)])
+def test_down_tears_down_once_the_study_has_ended(fake_cluster, capsys, status, code) -> None:
+    calls = fake_cluster(_FakeJobs(status))
+    run = _prepare("--cluster", str(AWS), "--storage", "s3://bucket/dsr", "--down")
+    assert launch.launch(run) == code
+    assert calls == {"up": 1, "down": 1}
+    assert "training..." in capsys.readouterr().out
+
+
+def test_attach_follows_a_submitted_study_to_its_end_then_tears_down(fake_cluster, capsys) -> None:
+    calls = fake_cluster(_FakeJobs("SUCCEEDED"))
+    argv = ["--cluster", str(AWS), "--storage", "s3://bucket/dsr", "--attach", "dsr-ablation-1", "--down",
+            "--dataset", "mvtec", "--data", "s3://not-listed/when-attaching"]
+    assert launch.run_cluster_command(STUDY.name, build_parser(STUDY).parse_args(argv), argv) == 0
+    assert calls == {"up": 0, "down": 1}  # attaching never starts or changes the cluster
+    assert "following job dsr-ablation-1" in capsys.readouterr().out
+    calls = fake_cluster(_FakeJobs("RUNNING"))
+    argv[5] = "nope"
+    with pytest.raises(ValueError, match="--attach nope: no such job") as info:
+        launch.run_cluster_command(STUDY.name, build_parser(STUDY).parse_args(argv), argv)
+    assert "\n" not in str(info.value) and calls["down"] == 1  # not torn down for an unknown id
+
+
+def test_attach_and_placement_timeout_stay_on_this_machine() -> None:
+    run = _prepare("--cluster", str(AWS), "--storage", "s3://bucket/dsr", "--placement-timeout", "5")
+    args = build_parser(STUDY).parse_args(list(run.entrypoint[2:]))
+    assert args.placement_timeout == 5 and args.attach is None

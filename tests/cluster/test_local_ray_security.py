@@ -38,6 +38,7 @@ def test_loopback_classification(ip: str, expected: bool) -> None:
     assert _is_loopback(ip) is expected
 
 
+@pytest.mark.slow  # starts an embedded Ray in a subprocess: half a minute on a shared 2-core machine
 def test_embedded_ray_listens_on_loopback_only() -> None:
     env = {k: v for k, v in os.environ.items()
            if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}  # init_local_ray must do it alone

@@ -77,6 +77,7 @@ def ray_cluster(s3_and_cluster) -> ClusterHandle:
     return s3_and_cluster[1]
 
 
+@pytest.mark.slow  # a namespaced multi-node Ray: a minute or more
 def test_each_node_has_its_own_filesystem_and_gets_the_code_with_the_job(ray_cluster: ClusterHandle) -> None:
     run = submit(ray_cluster, ["python", "-c", SEES], env={"CHECKOUT": str(TINY_STUDY.parents[2])})
     assert run.returncode == 0, output(run)
@@ -87,6 +88,7 @@ def test_each_node_has_its_own_filesystem_and_gets_the_code_with_the_job(ray_clu
     assert seen[ray_cluster.head_ip]["seen"] and not seen[ray_cluster.worker_ips[0]]["seen"]  # /tmp is private
 
 
+@pytest.mark.slow  # a namespaced multi-node Ray: a minute or more
 def test_tune_trials_run_on_both_nodes_with_s3_storage(s3_and_cluster, tmp_path: Path) -> None:
     s3, cluster = s3_and_cluster
     assert not cluster.head_ip.startswith("127.") and cluster.head_ip not in cluster.worker_ips
@@ -102,6 +104,7 @@ def test_tune_trials_run_on_both_nodes_with_s3_storage(s3_and_cluster, tmp_path:
     assert listed.returncode == 0 and int(listed.stdout.split()[-1]) == 4, output(listed)  # in S3, not a disk
 
 
+@pytest.mark.slow  # a namespaced multi-node Ray: a minute or more
 def test_node_local_storage_is_refused_and_s3_accepted(s3_and_cluster) -> None:
     s3, cluster = s3_and_cluster
     refused = submit(cluster, ["python", "-c", SHARED_CHECK, "/tmp/home/results"], env=s3.env)
@@ -112,6 +115,7 @@ def test_node_local_storage_is_refused_and_s3_accepted(s3_and_cluster) -> None:
     assert accepted.returncode == 0 and f"accepted s3://{BUCKET}/exp" in accepted.stdout, output(accepted)
 
 
+@pytest.mark.slow  # a namespaced multi-node Ray: a minute or more
 def test_client_without_the_token_is_refused_in_one_line(ray_cluster: ClusterHandle) -> None:
     # Ray itself gives up after about 20 s; connect() turns that into one line that names the token settings.
     refused = ray_cluster.run_client([sys.executable, "-c", CONNECT], env={"RAY_AUTH_TOKEN": "0" * 64},
@@ -126,6 +130,7 @@ def test_bad_cluster_size_is_refused() -> None:
         pass
 
 
+@pytest.mark.slow  # a namespaced multi-node Ray: a minute or more
 def test_failed_start_still_removes_everything(monkeypatch: pytest.MonkeyPatch) -> None:
     """The head starts, the worker fails: the head's processes are ended and every namespace is deleted."""
     import namespaced_cluster as local

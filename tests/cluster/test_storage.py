@@ -113,3 +113,23 @@ def test_plain_dataset_path_is_used_as_is(tmp_path: Path) -> None:
 
 def test_shared_storage_check_passes_uris_without_ray() -> None:
     require_shared_storage("s3://bucket/exp")  # never needs Ray: a URI is reachable from every node by design
+
+
+@pytest.mark.slow
+def test_the_default_demo_is_built_on_a_node_that_lacks_the_drivers_copy(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trial (stage 1 or main) on a node other than the driver's: the driver's demo path does not exist there,
+    so the node builds its own copy into its cache; the stage-1 key stays the driver's."""
+    from dsr.config import preset
+    from dsr.data import list_categories
+    from studies.runner.trial import RunSettings, local_trial, stage1_key
+
+    monkeypatch.setenv("DSR_DATA_CACHE", str(tmp_path / "cache"))
+    drivers = tmp_path / "laptop" / "dsr-studies" / "data" / "demo"  # only on the driver's machine
+    trial = {"dataset": "demo", "data_root": str(drivers), "category": "brick", "preset": "tiny"}
+    on_node = local_trial(trial)
+    assert on_node["data_root"] == str(tmp_path / "cache" / "demo") and not drivers.exists()
+    assert list_categories("demo", on_node["data_root"]) == ["brick", "grass", "gravel"]
+    assert local_trial({**trial, "data_root": on_node["data_root"]}) == {**trial, "data_root": on_node["data_root"]}
+    settings = RunSettings(storage=str(tmp_path / "s"), experiment="x", categories=("brick",))
+    assert stage1_key(preset("tiny"), settings, trial).startswith("K")  # computed on the node, from the URI-like root
