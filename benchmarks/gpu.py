@@ -107,7 +107,8 @@ def agreement(preset_name: str, size: int, device: torch.device, batch: int) -> 
         scores, maps = model.to(device).predict(images.to(device), precision="fp32", chunk_size=batch)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
-    return {"maps": float((maps.cpu() - cpu_maps).abs().max()), "scores": float((scores.cpu() - cpu_scores).abs().max())}
+    return {"maps": float((maps.cpu() - cpu_maps).abs().max()),
+            "scores": float((scores.cpu() - cpu_scores).abs().max())}
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:

@@ -71,8 +71,8 @@ class DSR(nn.Module):
                 precision: str | None = None) -> DSROutput:
         """Stage-2/3 networks on quantised features (B,D,H/4,W/4), (B,D,H/8,W/8); each decoder runs once.
 
-        precision "bf16" (or "auto" on a bf16-capable GPU) autocasts the decoders and UNets; the restriction modules and every nearest-code
-        decision stay in fp32, so bf16 never changes which code a feature maps to.
+        precision "bf16" (or "auto" on a bf16-capable GPU) autocasts the decoders and UNets; the restriction
+        modules and every nearest-code decision stay in fp32, so bf16 never changes which code a feature maps to.
         """
         if run_upsampling is None:
             run_upsampling = self.config.use_upsampling
@@ -102,10 +102,10 @@ class DSR(nn.Module):
                 ) -> Prediction:
         """Image scores (B,) and pixel anomaly maps (B,H,W) for images (B,3,H,W) in [0,1].
 
-        precision: "auto", "fp32" or "bf16" (see `forward`); default the config's. chunk_size: images per forward pass;
-        default on the CPU one 256x256 image's worth of pixels per pass (1 image at 256, 16 at 64): at 256 one
-        image at a time is both faster per image and smaller than a batch (benchmarks/speed.py); elsewhere the
-        whole batch. Results do not depend on it beyond float rounding.
+        precision: "auto", "fp32" or "bf16" (see `forward`); default the config's. chunk_size: images per
+        forward pass; default on the CPU one 256x256 image's worth of pixels per pass (1 image at 256, 16 at 64):
+        at 256 one image at a time is both faster per image and smaller than a batch (benchmarks/speed.py);
+        elsewhere the whole batch. Results do not depend on it beyond float rounding.
         """
         if chunk_size is None:
             pixels = images.shape[-1] * images.shape[-2]

@@ -76,7 +76,7 @@ class VectorQuantizer(nn.Module):
         return z + (codes - z).detach()
 
     def forward(self, z: torch.Tensor) -> Quantized:
-        """Nearest codes, EMA update in training mode, commitment loss; fp32 with autocast off (see quantize_indices)."""
+        """Nearest codes, EMA update in training mode, commitment loss; fp32, autocast off (see quantize_indices)."""
         with torch.autocast(device_type=z.device.type, enabled=False):
             return self._forward(z.to(torch.promote_types(z.dtype, torch.float32)))  # float64 stays float64
 
