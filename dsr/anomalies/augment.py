@@ -44,9 +44,11 @@ def random_rotation(images: Tensor, probability: float, max_degrees: float, gene
     if max_degrees < 0:
         raise ValueError(f"random_rotation: max_degrees must be >= 0, got {max_degrees!r}")
     b = images.shape[0]
-    picked = _random.uniform((b,), generator, images.device) < probability
+    # which images turn is decided on the generator's device, so the check below never waits for a GPU
+    picked = (_random.uniform((b,), generator, generator.device) < probability).nonzero().squeeze(1)
     degrees = (_random.uniform((b,), generator, images.device) * 2.0 - 1.0) * max_degrees
     out = images.clone()
-    if picked.any():
+    if picked.numel():
+        picked = picked.to(images.device, non_blocking=True)
         out[picked] = rotate(images[picked], degrees[picked])
     return out

@@ -38,11 +38,12 @@ def perlin_noise(size: int | tuple[int, int], scales: Tensor, generator: torch.G
     value is scaled by sqrt(2), which is what the spec's threshold of 0.5 refers to.
     """
     h, w = _size2(size)
-    scales = torch.as_tensor(scales).to(device=device, dtype=torch.long)
+    scales = torch.as_tensor(scales).to(dtype=torch.long)  # checked where it lies: no GPU sync for CPU scales
     if scales.ndim != 2 or scales.shape[1] != 2 or bool((scales < 1).any()):
         raise ValueError(f"scales must be a (B, 2) tensor of integers >= 1, got shape {tuple(scales.shape)}")
     b = scales.shape[0]
     rows, cols = int(scales[:, 0].max()) + 1, int(scales[:, 1].max()) + 1  # lattice points of the largest scale
+    scales = scales.to(device, non_blocking=True)
     angles = _random.uniform((b, rows * cols), generator, device) * (2.0 * math.pi)
     grad_y, grad_x = angles.cos(), angles.sin()  # (B, rows * cols) unit gradients at the lattice points
 
@@ -85,7 +86,9 @@ def perlin_masks(batch_size: int, size: int | tuple[int, int], generator: torch.
         raise ValueError(f"batch_size must be >= 0, got {batch_size}")
     if batch_size == 0:
         return torch.zeros(0, 1, h, w, device=device)
-    scales = random_scales(batch_size, generator, config.perlin_min_scale_exp, config.perlin_max_scale_exp, device)
+    # scales stay on the generator's device: perlin_noise reads the lattice size from them without a GPU sync
+    scales = random_scales(batch_size, generator, config.perlin_min_scale_exp, config.perlin_max_scale_exp,
+                           generator.device)
     noise = perlin_noise((h, w), scales, generator, device)  # (B, H, W)
     degrees = (_random.uniform((batch_size,), generator, device) * 2.0 - 1.0) * 90.0
     noise = rotate(noise[:, None], degrees)  # (B, 1, H, W)

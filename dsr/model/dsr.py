@@ -13,6 +13,7 @@ from dsr.model.latent import DiscreteLatentModel
 from dsr.model.object_decoder import ObjectDecoder
 from dsr.model.restriction import SubspaceRestriction
 from dsr.model.unet import AnomalyDetectionModule, UpsamplingModule
+from dsr.precision import autocast as precision_autocast
 
 
 class Restored(NamedTuple):
@@ -70,8 +71,8 @@ class DSR(nn.Module):
                 precision: str | None = None) -> DSROutput:
         """Stage-2/3 networks on quantised features (B,D,H/4,W/4), (B,D,H/8,W/8); each decoder runs once.
 
-        precision "bf16" autocasts the decoders and UNets; the restriction modules and every nearest-code
-        decision stay in fp32, so bf16 never changes which code a feature maps to.
+        precision "bf16" (or "auto" on a bf16-capable GPU) autocasts the decoders and UNets; the restriction
+        modules and every nearest-code decision stay in fp32, so bf16 never changes which code a feature maps to.
         """
         if run_upsampling is None:
             run_upsampling = self.config.use_upsampling
@@ -86,8 +87,9 @@ class DSR(nn.Module):
                          None if upsampled is None else upsampled.to(dtype))
 
     def autocast(self, device: torch.device, precision: str | None = None) -> torch.autocast:
-        """bf16 autocast context when precision (default: the config's) is "bf16", else a disabled one."""
-        return _autocast(device, precision or self.config.precision)
+        """bf16 autocast context when precision (default: the config's) resolves to "bf16" on `device`, else a
+        disabled one ("auto": bf16 on a bf16-capable GPU, fp32 on the CPU; see dsr.precision)."""
+        return precision_autocast(device, precision or self.config.precision)
 
     def image_scores(self, detection_logits: torch.Tensor) -> torch.Tensor:
         """Max of the anomaly probability after a k x k mean filter (zero padding), per image: (B,)."""
@@ -100,10 +102,10 @@ class DSR(nn.Module):
                 ) -> Prediction:
         """Image scores (B,) and pixel anomaly maps (B,H,W) for images (B,3,H,W) in [0,1].
 
-        precision: "fp32" or "bf16" (see `forward`); default the config's. chunk_size: images per forward pass;
-        default on the CPU one 256x256 image's worth of pixels per pass (1 image at 256, 16 at 64): at 256 one
-        image at a time is both faster per image and smaller than a batch (benchmarks/speed.py); elsewhere the
-        whole batch. Results do not depend on it beyond float rounding.
+        precision: "auto", "fp32" or "bf16" (see `forward`); default the config's. chunk_size: images per
+        forward pass; default on the CPU one 256x256 image's worth of pixels per pass (1 image at 256, 16 at 64):
+        at 256 one image at a time is both faster per image and smaller than a batch (benchmarks/speed.py);
+        elsewhere the whole batch. Results do not depend on it beyond float rounding.
         """
         if chunk_size is None:
             pixels = images.shape[-1] * images.shape[-2]
@@ -117,12 +119,6 @@ class DSR(nn.Module):
         map_logits = out.upsampled_logits if out.upsampled_logits is not None else out.detection_logits
         pixel_maps = torch.softmax(map_logits.float(), dim=1)[:, 1]
         return Prediction(self.image_scores(out.detection_logits), pixel_maps)
-
-
-def _autocast(device: torch.device, precision: str) -> torch.autocast:
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def parameter_counts(model: DSR) -> dict[str, int]:

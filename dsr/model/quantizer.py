@@ -47,7 +47,14 @@ class VectorQuantizer(nn.Module):
         return self.embedding.weight
 
     def quantize_indices(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, D, h, w) -> (B, h, w) index of the nearest code, computed in row blocks to bound memory."""
+        """(B, D, h, w) -> (B, h, w) index of the nearest code, computed in row blocks to bound memory.
+
+        Always at least fp32 with autocast off, so a bf16 autocast around it never changes which code wins.
+        """
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return self._nearest(z.to(torch.promote_types(z.dtype, torch.float32)))
+
+    def _nearest(self, z: torch.Tensor) -> torch.Tensor:
         b, d, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, d)
         codebook = self.codebook.to(flat.dtype)
@@ -69,7 +76,11 @@ class VectorQuantizer(nn.Module):
         return z + (codes - z).detach()
 
     def forward(self, z: torch.Tensor) -> Quantized:
-        z = z.to(torch.promote_types(z.dtype, torch.float32))  # fp32 at least; float64 stays float64
+        """Nearest codes, EMA update in training mode, commitment loss; fp32, autocast off (see quantize_indices)."""
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return self._forward(z.to(torch.promote_types(z.dtype, torch.float32)))  # float64 stays float64
+
+    def _forward(self, z: torch.Tensor) -> Quantized:
         indices = self.quantize_indices(z)
         codes = self.lookup(indices)
         if self.training and torch.is_grad_enabled():  # never under no_grad/inference_mode (e.g. predict)

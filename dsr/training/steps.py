@@ -17,6 +17,7 @@ from dsr.anomalies import (SamplingStrategy, TextureSource, colour_blob_anomalie
 from dsr.losses import focal_loss, stage2_loss
 from dsr.model import DSR
 from dsr.model.latent import LatentEncoding
+from dsr.training.transfer import gather_to
 
 
 @dataclass
@@ -41,9 +42,12 @@ class TrainingData:
             raise ValueError("TrainingData.anomalous and anomalous_masks differ in length")
 
     def batch(self, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-        """Random sampling with replacement, as the paper's 'epochs' of 1000 random iterations."""
+        """Random sampling with replacement, as the paper's 'epochs' of 1000 random iterations.
+
+        For a CUDA target the rows are gathered into pinned host memory and copied asynchronously (gather_to).
+        """
         index = torch.randint(len(self.normal), (size,), generator=generator)
-        return self.normal[index].to(device, non_blocking=True)
+        return gather_to(self.normal, index, device)
 
 
 def trained_modules(model: DSR, stage: str) -> list[nn.Module]:
@@ -64,9 +68,14 @@ def stage1_step(model: DSR, data: TrainingData, generator: torch.Generator, devi
 
 
 def stage1_loss(model: DSR, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Stage-1 loss of a given batch (B,3,H,W); in training mode the forward pass also updates the codebooks."""
-    reconstruction, encoding = model.latent(images)
-    mse = F.mse_loss(reconstruction, images)
+    """Stage-1 loss of a given batch (B,3,H,W); in training mode the forward pass also updates the codebooks.
+
+    Encoders and decoder run under the config's precision (bf16 autocast when it resolves to bf16); the
+    quantisers' nearest-code decisions and EMA updates stay fp32, and the loss is computed in fp32 at least.
+    """
+    with model.autocast(images.device):
+        reconstruction, encoding = model.latent(images)
+    mse = F.mse_loss(reconstruction.to(torch.promote_types(images.dtype, torch.float32)), images)
     return mse + encoding.loss, {"loss_reconstruction": mse, "loss_commitment": encoding.loss}
 
 
@@ -131,7 +140,7 @@ def _mix_real_anomalies(model: DSR, data: TrainingData, q_hi: torch.Tensor, q_lo
     if not use_real.any():
         return q_hi, q_lo, mask, torch.ones(b, device=device)
     picked = use_real.nonzero().squeeze(1)
-    real = model.latent.encode(data.anomalous[index[picked]].to(device))
+    real = model.latent.encode(gather_to(data.anomalous, index[picked], device))
     q_hi, q_lo, mask = q_hi.clone(), q_lo.clone(), mask.clone()
     picked_dev = picked.to(device)
     q_hi[picked_dev], q_lo[picked_dev] = real.q_hi, real.q_lo
