@@ -26,7 +26,8 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
     A URI is read through pyarrow (results and evaluation records, not the models); its report goes to out_dir
     if given, else back beside the experiment (URI/report). Returns the path (or URI) of report.md.
     """
-    from reports.remote import fetch_experiment, is_remote, upload_folder
+    from dsr.locations import is_remote
+    from reports.remote import fetch_experiment, upload_folder
 
     if is_remote(results_dir):
         import tempfile

@@ -8,19 +8,12 @@ servers).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
 SKIPPED_SUFFIXES = (".pt", ".pckl", ".partial")  # models and training states: not read by reports
-
-
-def is_remote(location: str | Path) -> bool:
-    """True for a URI whose files are not on this machine (s3://, gs://, ...; file:// is local)."""
-    text = str(location)
-    return bool(_SCHEME.match(text)) and not text.lower().startswith("file://")
 
 
 def fetch_experiment(uri: str, into: Path) -> Path:

@@ -40,10 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studies.runner.runtime import DASHBOARD_PORT
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SUBNET = "10.250.0"  # a /24 that exists only inside the namespaces this module creates
 GCS_PORT = 6379
-DASHBOARD_PORT = 8265
 # Variables of the caller that would point the cluster's processes elsewhere or change how they bind.
 _DROPPED_ENV = (
     "RAY_ADDRESS",

@@ -72,7 +72,7 @@ def s3_env(endpoint: str) -> dict[str, str]:
 def s3_server(host: str = "127.0.0.1", port: int | None = None, namespace: str | None = None,
               start_timeout: float = 60.0) -> Iterator[S3Server]:
     """Start moto's S3 server on host:port (inside network namespace `namespace` when given) and end it on exit."""
-    port = port or _free_port()
+    port = port or free_port()
     prefix: Sequence[str] = ("ip", "netns", "exec", namespace) if namespace else ()
     argv = [*prefix, sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)]
     # moto logs every request: to a file, never to a pipe nobody reads (a full pipe would stall the server)
@@ -116,7 +116,7 @@ def _wait_until_up(proc: subprocess.Popen, log, host: str, port: int, namespace:
     raise RuntimeError(f"the S3 server did not open {host}:{port} within {timeout:.0f} s")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -36,10 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from studies.runner.preflight import check_remote_inputs
-from studies.runner.runtime import LOOPBACK, PROJECT_DIR, load_cluster_file, project_runtime_env
+from studies.runner.runtime import DASHBOARD_PORT, LOOPBACK, PROJECT_DIR, load_cluster_file, project_runtime_env
 from studies.runner.storage import SHARED_STORAGE_HELP, is_remote, is_uri
 
-DASHBOARD_PORT = 8265
 # Options of the local command line that mean nothing on the cluster (or are set there by the launcher).
 LOCAL_ONLY = {"--cluster": True, "--dry-run": False, "--down": False, "--storage": True, "--address": True,
               "--attach": True}

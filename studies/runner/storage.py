@@ -14,28 +14,18 @@
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+from dsr.locations import is_remote, is_uri
+
 SYNCED_MARKER = ".dsr_synced"  # written last into a dataset cache: its presence means the copy is complete
 DATA_CACHE_ENV = "DSR_DATA_CACHE"  # where `local_dataset` keeps synced datasets (default ~/.cache/dsr/data)
 SHARED_STORAGE_HELP = ("use an s3:// or gs:// URI, or a path on a filesystem every node mounts (NFS, EFS, ...; "
                        "see cluster/README.md)")
-
-
-def is_uri(path: str) -> bool:
-    """True for "scheme://..." (s3://bucket/prefix, gs://..., file:///...); False for a plain path."""
-    return bool(_SCHEME.match(str(path)))
-
-
-def is_remote(path: str) -> bool:
-    """True for a URI whose files are not on this machine's filesystem (anything but a plain path or file://)."""
-    return is_uri(path) and not str(path).lower().startswith("file://")
 
 
 def storage_filesystem(path_or_uri: str) -> tuple[pafs.FileSystem, str]:

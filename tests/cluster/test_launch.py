@@ -4,13 +4,13 @@ cloud contacted), the study's command line on the head, and joining an existing 
 from __future__ import annotations
 
 import shlex
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from s3_server import free_port
 
 import studies.runner.launch as launch
 from studies.ablation import STUDY
@@ -23,12 +23,6 @@ AWS = PROJECT_DIR / "cluster" / "aws.yaml"
 def _prepare(*argv: str) -> launch.ClusterRun:
     args = build_parser(STUDY).parse_args(list(argv))
     return launch.prepare_cluster_run(STUDY.name, args, list(argv))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -122,7 +116,7 @@ def test_connect_rejects_malformed_addresses(address: str) -> None:
 
 
 def test_connect_to_nothing_fails_fast_in_one_line() -> None:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     start = time.monotonic()
     with pytest.raises(ConnectionError) as info:
         connect(address)
