@@ -39,12 +39,15 @@ def project_runtime_env(project_dir: str | os.PathLike[str] = PROJECT_DIR) -> di
 
     Ray packages the folder itself (and honours .gitignore), puts the package on every node that runs a task of
     the job and makes it the working directory and first sys.path entry there, so `import dsr` works on nodes
-    that only have the dependencies installed.
+    that only have the dependencies installed. The package has no `.git`: the checkout's commit travels in the
+    environment (`dsr.provenance.code_environment`), so trials on the nodes record the code they ran.
     """
+    from dsr.provenance import code_environment
+
     return {
         "working_dir": str(Path(project_dir).resolve()),
         "excludes": list(UPLOAD_EXCLUDES),
-        "env_vars": {"PYTHONUNBUFFERED": "1"},
+        "env_vars": {"PYTHONUNBUFFERED": "1", **code_environment(Path(project_dir))},
     }
 
 

@@ -37,7 +37,14 @@ def no_cloud(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(sdk, name, refuse)
     monkeypatch.setattr(launch, "launch", refuse)
     monkeypatch.setattr(launch, "submit_and_follow", refuse)
-    monkeypatch.setattr(subprocess, "Popen", refuse)
+    real_popen = subprocess.Popen
+
+    def local_git_only(args, *rest, **kwargs):  # the code's commit for the job's environment is read with git
+        if isinstance(args, (list, tuple)) and args and args[0] == "git":
+            return real_popen(args, *rest, **kwargs)
+        return refuse()
+
+    monkeypatch.setattr(subprocess, "Popen", local_git_only)
 
 
 def test_dry_run_prints_the_commands_then_every_packaged_file(no_cloud, capsys) -> None:
@@ -227,3 +234,15 @@ def test_attach_and_placement_timeout_stay_on_this_machine() -> None:
     run = _prepare("--cluster", str(AWS), "--storage", "s3://bucket/dsr", "--placement-timeout", "5")
     args = build_parser(STUDY).parse_args(list(run.entrypoint[2:]))
     assert args.placement_timeout == 5 and args.attach is None
+
+
+def test_the_job_environment_carries_the_checkouts_commit() -> None:
+    """Ray's package of the project has no .git: the commit reaches the nodes' trials through env_vars."""
+    from dsr.provenance import COMMIT_ENV, code_version
+    from studies.runner.runtime import project_runtime_env
+
+    env = project_runtime_env()["env_vars"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert env[COMMIT_ENV] == head.stdout.strip() == code_version()["commit"]
