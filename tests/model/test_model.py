@@ -19,7 +19,7 @@ def test_default_parameter_counts_equal_the_spec() -> None:
     assert sum(counts.values()) == 40_298_762
 
 
-@pytest.mark.parametrize("name", ["paper", "small", "tiny"])
+@pytest.mark.parametrize("name", [pytest.param("paper", marks=pytest.mark.slow), "small", "tiny"])  # paper: 20 s
 def test_shapes_through_every_module(name: str) -> None:
     config = preset(name)
     model = DSR(config).eval()

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from pandas.testing import assert_frame_equal
 
 from reports.__main__ import main
@@ -39,6 +40,7 @@ def test_cli_on_an_empty_folder_prints_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("reports: error: no Ray Tune experiment")
 
 
+@pytest.mark.slow  # an S3 server and a report subprocess: about 25 s
 def test_cli_reads_an_experiment_in_s3_and_writes_the_report_beside_it(experiments, tmp_path):
     """python -m reports s3://...: the same report as from the folder (models are not fetched), put back in S3."""
     from s3_server import s3_server

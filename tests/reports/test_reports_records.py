@@ -169,6 +169,7 @@ def test_report_names_the_pixel_crop_and_links_a_gallery(recorded) -> None:
         assert png.is_file() and f"figures/{png.name}" in text
 
 
+@pytest.mark.slow  # draws every variant's maps: about 20 s
 def test_gallery_shows_the_same_images_for_every_variant(recorded, monkeypatch, tmp_path) -> None:
     from reports import build_report, gallery
 
