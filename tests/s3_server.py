@@ -95,6 +95,23 @@ def s3_server(host: str = "127.0.0.1", port: int | None = None, namespace: str |
         log.close()
 
 
+@contextlib.contextmanager
+def s3_server_in_environment() -> Iterator[S3Server]:
+    """An S3 server on loopback whose endpoint and credentials are in os.environ while it runs (then restored),
+    so that code reading pyarrow's usual settings reaches it."""
+    with s3_server() as server:
+        saved = {key: os.environ.get(key) for key in server.env}
+        os.environ.update(server.env)
+        try:
+            yield server
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
 def _wait_until_up(proc: subprocess.Popen, log, host: str, port: int, namespace: str | None,
                    timeout: float) -> None:
     probe = f"import socket; socket.create_connection(({host!r}, {port}), timeout=1).close()"

@@ -3,13 +3,12 @@ a dataset whose layout is not `--dataset`'s, `--stage1-data` / `--stage1-checkpo
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from s3_server import s3_server
+from s3_server import s3_server_in_environment
 
 import studies.runner.launch as launch
 from studies.ablation import STUDY
@@ -24,9 +23,7 @@ BUCKET = "dsr-preflight"
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    with s3_server() as server:
-        saved = {key: os.environ.get(key) for key in server.env}
-        os.environ.update(server.env)
+    with s3_server_in_environment() as server:
         server.create_bucket(BUCKET)
         root = tmp_path_factory.mktemp("upload")
         _mvtec(root / "mvtec")
@@ -35,14 +32,7 @@ def s3(tmp_path_factory):
         (root / "ckpt").mkdir()
         (root / "ckpt" / "vq.pckl").write_bytes(b"not really a model")
         server.upload_folder(root, BUCKET, "in")
-        try:
-            yield server
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        yield server
 
 
 def _mvtec(root: Path) -> None:

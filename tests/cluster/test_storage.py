@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
-from s3_server import s3_server
+from s3_server import s3_server_in_environment
 
 from studies.runner.storage import (
     SYNCED_MARKER,
@@ -24,18 +24,9 @@ BUCKET = "dsr-storage-test"
 
 @pytest.fixture(scope="module")
 def s3():
-    with s3_server() as server:
-        saved = {key: os.environ.get(key) for key in server.env}
-        os.environ.update(server.env)
+    with s3_server_in_environment() as server:
         server.create_bucket(BUCKET)
-        try:
-            yield server
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        yield server
 
 
 def _dataset(root: Path) -> dict[str, bytes]:
@@ -111,8 +102,15 @@ def test_plain_dataset_path_is_used_as_is(tmp_path: Path) -> None:
     assert local_dataset(f"file://{tmp_path}/mvtec") == f"{tmp_path}/mvtec"
 
 
-def test_shared_storage_check_passes_uris_without_ray() -> None:
-    require_shared_storage("s3://bucket/exp")  # never needs Ray: a URI is reachable from every node by design
+def test_shared_storage_check_passes_uris_without_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A URI is reachable from every node by design: it passes without asking Ray about nodes, while a plain path
+    does ask (on one node it then passes: nothing to compare)."""
+    import ray
+
+    asked = []
+    monkeypatch.setattr(ray, "nodes", lambda: asked.append(True) or [{"Alive": True}])
+    assert require_shared_storage("s3://bucket/exp") is None and asked == []
+    assert require_shared_storage("/tmp/results") is None and asked == [True]
 
 
 @pytest.mark.slow
