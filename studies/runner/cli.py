@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dsr.config import PRESETS
 from dsr.data.build import DATASET_KINDS
 from studies.runner.study import Study, StudyError
 
@@ -25,7 +26,7 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
                         "job id it printed) to its end, e.g. from a new terminal; with --down, tear down after")
     parser.add_argument("--placement-timeout", type=float, default=15.0, metavar="MIN", help="stop the study when "
                         "a trial asks for a resource no node has for this many minutes (0: wait for ever)")
-    parser.add_argument("--preset", default="small", help="DSR preset: small (default), paper or tiny")
+    parser.add_argument("--preset", default="small", help=f"DSR preset: {', '.join(PRESETS)} (default small)")
     parser.add_argument("--dataset", default="demo", choices=DATASET_KINDS)
     parser.add_argument("--data", metavar="PATH", help="dataset root (default for demo: data/demo, built on use)")
     parser.add_argument("--categories", nargs="+", metavar="C", help="categories (default: the study's choice)")
