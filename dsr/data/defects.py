@@ -99,17 +99,23 @@ def crack(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     return _blend(image, coverage, colour, opacity=rng.uniform(0.85, 0.95)), coverage
 
 
-@register("stain")
-def stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A translucent coloured blob (a cluster of overlapping ellipses with soft edges)."""
-    size = image.shape[0]
+def _blob_coverage(rng: np.random.Generator, size: int, radius: tuple[float, float]) -> np.ndarray:
+    """A soft-edged blob (3-5 overlapping ellipses around a random centre, radii in `radius` x size): the shape
+    of every stain."""
     canvas, draw = _canvas(size)
     centre = rng.uniform(0.25, 0.75, size=2)
     for _ in range(int(rng.integers(3, 6))):
         c = (centre + rng.normal(0.0, 0.05, size=2)) * size * SUPERSAMPLE
-        rx, ry = rng.uniform(0.05, 0.1, size=2) * size * SUPERSAMPLE
+        rx, ry = rng.uniform(*radius, size=2) * size * SUPERSAMPLE
         draw.ellipse([c[0] - rx, c[1] - ry, c[0] + rx, c[1] + ry], fill=255)
-    coverage = _coverage(canvas, size, blur=0.6)
+    return _coverage(canvas, size, blur=0.6)
+
+
+@register("stain")
+def stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A translucent coloured blob (a cluster of overlapping ellipses with soft edges)."""
+    size = image.shape[0]
+    coverage = _blob_coverage(rng, size, radius=(0.05, 0.1))
     # a hue at least a quarter turn from the surface's own, so the stain is visible (not green on green grass)
     surface_hue = colorsys.rgb_to_hsv(*image.reshape(-1, 3).mean(0))[0]
     hue = (surface_hue + rng.uniform(0.25, 0.75)) % 1.0
@@ -151,13 +157,7 @@ def thin_scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarra
 def faint_stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A low-contrast discolouration: the surface's own colour, shifted in hue and darker, translucent."""
     size = image.shape[0]
-    canvas, draw = _canvas(size)
-    centre = rng.uniform(0.25, 0.75, size=2)
-    for _ in range(int(rng.integers(3, 6))):
-        c = (centre + rng.normal(0.0, 0.05, size=2)) * size * SUPERSAMPLE
-        rx, ry = rng.uniform(0.06, 0.11, size=2) * size * SUPERSAMPLE
-        draw.ellipse([c[0] - rx, c[1] - ry, c[0] + rx, c[1] + ry], fill=255)
-    coverage = _coverage(canvas, size, blur=0.6)
+    coverage = _blob_coverage(rng, size, radius=(0.06, 0.11))
     h, s, v = colorsys.rgb_to_hsv(*image.reshape(-1, 3).mean(0))
     hue = (h + rng.choice([-1.0, 1.0]) * rng.uniform(0.06, 0.12)) % 1.0
     colour = np.array(colorsys.hsv_to_rgb(hue, min(1.0, s + 0.25), v * rng.uniform(0.55, 0.7)), dtype=np.float32)
