@@ -57,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage3", action="store_true", help="also train the upsampling module")
     parser.add_argument("--every", type=int, default=50, help="focal loss mean over this many iterations")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--filters", type=int, nargs="*", default=[],
+                        help="also give per-defect image AUROC with these score filter sizes (same predictions)")
+    parser.add_argument("--save", type=Path, help="save the trained model's state here")
     args = parser.parse_args(argv)
+    if args.filters and args.stage3:
+        parser.error("--filters re-scores the detection module's maps: it cannot be used with --stage3")
     torch.set_num_threads(args.threads)
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     config = preset(args.preset, **overrides)
@@ -91,6 +96,14 @@ def main(argv: list[str] | None = None) -> int:
               "normal_scores": [round(float(scores[normal].min()), 3), round(float(scores[normal].max()), 3)],
               "per_defect": {d: {k: round(100 * v, 1) for k, v in m.items()}
                              for d, m in defect_metrics(scores, maps, labels, masks, types).items()}}
+    for size in args.filters:  # the image score from the same detection maps with another mean-filter size
+        filtered = torch.nn.functional.avg_pool2d(torch.from_numpy(maps)[:, None], size, stride=1,
+                                                  padding=size // 2).amax(dim=(1, 2, 3)).numpy()
+        result[f"per_defect_filter{size}"] = {
+            d: round(100 * m["image_auroc"], 1)
+            for d, m in defect_metrics(filtered, maps, labels, masks, types).items()}
+    if args.save:
+        torch.save(model.state_dict(), args.save)
     print(json.dumps(result), flush=True)
     return 0
 

@@ -138,8 +138,9 @@ def record_failure(settings: RunSettings, key: str, error: str) -> None:
 def plan(points: list[dict[str, Any]], settings: RunSettings) -> dict[str, dict[str, Any]]:
     """Every distinct stage-1 key of the study's trial configurations -> one trial config that needs it."""
     jobs: dict[str, dict[str, Any]] = {}
+    fingerprints: dict[str, str] = {}  # each data root walked once, however many configurations share it
     for point in points:
-        jobs.setdefault(stage1_key(resolve_config(point), settings, point), point)
+        jobs.setdefault(stage1_key(resolve_config(point), settings, point, fingerprints), point)
     return jobs
 
 

@@ -68,8 +68,12 @@ def resolve_config(trial: dict[str, Any]) -> DSRConfig:
     return config
 
 
-def stage1_key(config: DSRConfig, settings: RunSettings, trial: dict[str, Any]) -> str:
-    """A short stable hash of everything stage 1 depends on: its config fields and its training images."""
+def stage1_key(config: DSRConfig, settings: RunSettings, trial: dict[str, Any],
+               fingerprints: dict[str, str] | None = None) -> str:
+    """A short stable hash of everything stage 1 depends on: its config fields and its training images.
+
+    fingerprints: data root -> data_fingerprint, filled and reused across calls so that keying many trial
+    configurations walks each data root once (stage1.plan), not once per configuration."""
     if settings.stage1_checkpoint:  # a given model: only the fields that decide whether it fits
         described = {name: getattr(config, name) for name in STAGE1_ARCHITECTURE}
         described["checkpoint"] = settings.stage1_checkpoint
@@ -78,8 +82,15 @@ def stage1_key(config: DSRConfig, settings: RunSettings, trial: dict[str, Any]) 
     described = {name: getattr(config, name) for name in STAGE1_FIELDS}
     # the images themselves, not where they lie: equal data gives equal keys on every node and in every
     # experiment (the shared stage-1 store), changed data a new key
-    described["data"] = (data_fingerprint(settings.stage1_data) if settings.stage1_data else
-                         [trial.get("dataset"), data_fingerprint(local_trial(trial)["data_root"])])
+    def fingerprint(root: str | Path) -> str:
+        if fingerprints is None:
+            return data_fingerprint(root)
+        if str(root) not in fingerprints:
+            fingerprints[str(root)] = data_fingerprint(root)
+        return fingerprints[str(root)]
+
+    described["data"] = (fingerprint(settings.stage1_data) if settings.stage1_data else
+                         [trial.get("dataset"), fingerprint(local_trial(trial)["data_root"])])
     digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
     return f"K{config.codebook_size}-{digest[:12]}"
 

@@ -71,3 +71,20 @@ def test_the_fingerprint_follows_the_data_not_its_place(tmp_path: Path) -> None:
     before = data_fingerprint(tmp_path / "a")
     (tmp_path / "a" / ".dsr_split.json").write_text("{}")  # a flat folder's saved split decides the train set
     assert data_fingerprint(tmp_path / "a") != before
+
+
+def test_planning_walks_each_data_root_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keying a grid of configurations fingerprints each data root once, and still tells roots apart."""
+    from studies.runner import trial as trial_module
+
+    walked: list[str] = []
+    real = trial_module.data_fingerprint
+    monkeypatch.setattr(trial_module, "data_fingerprint", lambda root: walked.append(str(root)) or real(root))
+    for name, size in (("a", 10), ("b", 11)):
+        (tmp_path / name / "brick" / "train" / "good").mkdir(parents=True)
+        (tmp_path / name / "brick" / "train" / "good" / "000.png").write_bytes(b"x" * size)
+    points = [{**POINT, "dataset": "mvtec", "data_root": str(tmp_path / root), "seed": seed, "variant": variant}
+              for root in ("a", "b") for seed in (0, 1) for variant in ("DSR", "DSR_random")]
+    jobs = stage1.plan(points, _settings(tmp_path, "grid"))
+    assert sorted(walked) == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert len(jobs) == 4  # two roots x two seeds: the variant is a stage-2 choice
