@@ -173,6 +173,7 @@ def test_cluster_launch_over_ssh_runs_both_studies_on_both_hosts_then_tears_down
             first_s = time.monotonic() - start
             assert code == 0, log[-6000:]
             assert "cluster: starting or reusing" in log and "all 2 nodes have joined" in log
+            assert "Uploading package gcs://" in log  # the checkout, as the job's working_dir
             assert "report: " in log and f"ray down -y {path}" in log  # no --down: how to tear down is said
             _check_trials(_results(hosts, env, "demo/ablation/"), 2, hosts, log)
             report = hosts.run_client([sys.executable, "-m", "reports", f"s3://{BUCKET}/demo/ablation", "--out",
