@@ -176,7 +176,6 @@ def prepare_cluster_run(study_name: str, args: argparse.Namespace, argv: Sequenc
 def minimum_workers(prepared: dict[str, Any]) -> int:
     """The worker nodes a prepared cluster config keeps up at all times (every worker host of a `local` file)."""
     types = prepared.get("available_node_types") or {}
-    head = prepared.get("head_node_type")
     return sum(int(kind.get("min_workers") or 0) for kind in types.values())  # the head's type too: `local`
 
 
@@ -247,10 +246,9 @@ def launch(run: ClusterRun) -> int:
     the study has ended, and only then. Exit code: the study's, or INTERRUPTED / LOST when following stopped
     first (the study goes on; how to follow it again and how to tear down are printed)."""
     from ray.autoscaler import sdk
-
-    ensure_auth_token()
     from ray.autoscaler._private.cli_logger import cli_logger
 
+    ensure_auth_token()
     print(f"cluster: starting or reusing {run.cluster_file} (ray up)", flush=True)
     os.environ.update(run.up_env)  # read by `ray up` in this process
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # what `ray up --disable-usage-stats` (the dry run's step) sets

@@ -47,7 +47,7 @@ ONPREM = PROJECT_DIR / "cluster" / "onprem.yaml"
 TEST_VENV = sys.prefix
 BUCKET = "dsr-ssh"
 CATEGORIES = ("bottle", "carpet")
-RUN_LIMIT_S = 900  # ends a hung run only: one run takes 2 to 4 minutes on a shared 2-core machine
+RUN_LIMIT_S = 900  # ends a hung run only: one run takes 2 to 4.5 minutes on a loaded 2-core machine
 READ_RESULTS = """
 import json, sys, boto3
 bucket, prefix = sys.argv[1], sys.argv[2]
@@ -189,7 +189,8 @@ def test_cluster_launch_over_ssh_runs_both_studies_on_both_hosts_then_tears_down
             start = time.monotonic()
             code, log2 = _run(hosts, ["studies/ablation.py", *common, "--storage", f"s3://{BUCKET}/mvtec-out",
                                       "--dataset", "mvtec", "--data", f"s3://{BUCKET}/mvtec", "--categories",
-                                      *CATEGORIES, "--variants", "DSR", "--down"], tmp_path / "run2.log", env)
+                                      *CATEGORIES, "--variants", "DSR", "--no-report", "--down"],
+                            tmp_path / "run2.log", env)  # the report from s3:// is run 1's
             second_s = time.monotonic() - start
             assert code == 0, log2[-6000:]
             _check_trials(_results(hosts, env, "mvtec-out/ablation/"), 2, hosts, log2)
