@@ -19,7 +19,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) studies/ablation.py
 
+# tests/setup_test_hosts.sh: the SSH-cluster test's openssh-server and rsync (apt-get, as root; skipped when there)
 test: $(STAMP)
+	sh tests/setup_test_hosts.sh
 	$(PY) -m pytest -q
 
 # every module's behaviour in a few minutes: the study subprocesses and multi-node clusters (marked slow) left out

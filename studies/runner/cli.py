@@ -29,7 +29,8 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="small", help=f"DSR preset: {', '.join(PRESETS)} (default small)")
     parser.add_argument("--dataset", default="demo", choices=DATASET_KINDS)
     parser.add_argument("--data", metavar="PATH", help="dataset root (default for demo: data/demo, built on use)")
-    parser.add_argument("--categories", nargs="+", metavar="C", help="categories (default: the study's choice)")
+    parser.add_argument("--categories", nargs="+", metavar="C", help="categories (default: the study's choice; "
+                        "`all`: every category of the dataset, e.g. the 15 of MVTec AD for the paper's tables)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per configuration (0..N-1)")
     parser.add_argument("--storage", default=str(DEFAULT_STORAGE), help="results: a path or a URI (s3://...)")
     parser.add_argument("--name", default=None, help="experiment name (a folder under --storage)")

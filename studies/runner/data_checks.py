@@ -33,6 +33,8 @@ def resolve_data(args: argparse.Namespace, study: Study) -> tuple[str, list[str]
         available = list_categories(args.dataset, local)
     except (ValueError, FileNotFoundError) as error:
         raise StudyError(f"--data {root}: {error}") from error
+    if args.categories == ["all"]:
+        return root, available
     if args.categories:
         unknown = [c for c in args.categories if c not in available]
         if unknown:

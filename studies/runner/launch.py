@@ -59,6 +59,16 @@ class ClusterRun:
     runtime_env: dict[str, Any] = field(repr=False)
     submission_id: str
     down: bool
+    min_nodes: int = 1  # the head and the workers the file keeps up (min_workers): all hosts of a `local` file
+    placement_timeout_min: float = 15.0  # --placement-timeout: also how long to wait for those nodes to join
+
+    @property
+    def up_env(self) -> dict[str, str]:
+        """Variables `ray up` needs for this file: Ray 2.60's autoscaler v2 (the default of `ray up`) does not
+        support the `local` provider (ray-project/ray#57153): it never starts a worker host, so v1 runs there."""
+        if self.is_local:
+            return {"RAY_UP_enable_autoscaler_v2": "0"}
+        return {}
 
     def commands(self, local_port: int = DASHBOARD_PORT) -> list[str]:
         """The run's steps as the equivalent shell commands, in order (what --dry-run prints)."""
@@ -70,16 +80,44 @@ class ClusterRun:
         steps = [
             f"cd {shlex.quote(str(PROJECT_DIR))}  # file_mounts in the cluster file are relative to the project",
             "ray get-auth-token --generate > /dev/null",
-            f"ray up -y --no-restart --disable-usage-stats {ray_file}",
-            f"ray dashboard --port {local_port} {ray_file} &",
+            " ".join([*(f"{key}={value}" for key, value in self.up_env.items()),
+                      f"ray up -y --no-restart --disable-usage-stats {ray_file}"]),
+            f"ray dashboard --port {local_port} {ray_file} &" + (
+                f"  # then waits until the file's {self.min_nodes} nodes have joined (at most --placement-timeout)"
+                if self.min_nodes > 1 else ""),
             f"RAY_AUTH_MODE=token {shlex.join(submit)}",
         ]
         if self.down:
             steps.append(f"ray down -y {ray_file}")
+            steps.extend(self.host_stop_commands())
         return steps
 
+    @property
+    def is_local(self) -> bool:
+        """Whether the file names machines of your own (Ray's `local` provider) rather than a cloud's."""
+        return (self.config.get("provider") or {}).get("type") == "local"
+
+    def hosts(self) -> list[str]:
+        """The hosts of a `local` file, head first (empty for a cloud)."""
+        if not self.is_local:
+            return []
+        provider = self.config["provider"]
+        return [str(provider["head_ip"]), *(str(ip) for ip in provider.get("worker_ips") or [])]
+
+    def host_stop_commands(self) -> list[str]:
+        """What `--down` adds to `ray down` on a `local` file: `ray stop --force` on every host over SSH (`ray down`
+        stops only the head's Ray, and the `local` provider's terminate only forgets a host)."""
+        auth = self.config.get("auth") or {}
+        key = f"-i {auth['ssh_private_key']} " if auth.get("ssh_private_key") else ""  # ~ left to the shell
+        return [f"ssh {key}{auth.get('ssh_user', '')}@{host} \"bash -lic 'ray stop --force'\"" for host in self.hosts()]
+
     def teardown_hint(self) -> str:
-        return f"the cluster keeps running (and billing): tear it down with `ray down -y {self.cluster_file}`"
+        hint = f"the cluster keeps running (and billing): tear it down with `ray down -y {self.cluster_file}`"
+        if self.is_local:
+            hint = (f"the cluster keeps running on your hosts: end it with `ray down -y {self.cluster_file}`, then "
+                    f"`ray stop --force` on each host ({', '.join(self.hosts())}): `ray down` ends only the head's "
+                    f"Ray on a `local` cluster")
+        return hint
 
     def attach_command(self, job: str) -> str:
         """The command that follows job `job` again from any terminal (and tears down once it has ended)."""
@@ -102,6 +140,7 @@ def prepare_cluster_run(study_name: str, args: argparse.Namespace, argv: Sequenc
     # Validated as prepared by Ray, kept as written: `create_or_update_cluster` prepares it (merging the
     # setup_commands into head/worker_setup_commands) itself, and a prepared config would get them twice.
     config = _absolute_file_mounts(load_cluster_file(cluster_file, prepared=False), PROJECT_DIR)
+    min_nodes = 1 + minimum_workers(load_cluster_file(cluster_file))
     argv = list(argv)
     storage = str(args.storage)
     if not is_remote(storage):
@@ -129,7 +168,15 @@ def prepare_cluster_run(study_name: str, args: argparse.Namespace, argv: Sequenc
         runtime_env=project_runtime_env(),
         submission_id=f"dsr-{study_name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
         down=bool(getattr(args, "down", False)),
+        min_nodes=min_nodes,
+        placement_timeout_min=float(getattr(args, "placement_timeout", 15.0)),
     )
+
+
+def minimum_workers(prepared: dict[str, Any]) -> int:
+    """The worker nodes a prepared cluster config keeps up at all times (every worker host of a `local` file)."""
+    types = prepared.get("available_node_types") or {}
+    return sum(int(kind.get("min_workers") or 0) for kind in types.values())  # the head's type too: `local`
 
 
 def package_files(runtime_env: dict[str, Any]) -> list[str]:
@@ -199,15 +246,20 @@ def launch(run: ClusterRun) -> int:
     the study has ended, and only then. Exit code: the study's, or INTERRUPTED / LOST when following stopped
     first (the study goes on; how to follow it again and how to tear down are printed)."""
     from ray.autoscaler import sdk
+    from ray.autoscaler._private.cli_logger import cli_logger
 
     ensure_auth_token()
     print(f"cluster: starting or reusing {run.cluster_file} (ray up)", flush=True)
+    os.environ.update(run.up_env)  # read by `ray up` in this process
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # what `ray up --disable-usage-stats` (the dry run's step) sets
+    cli_logger.configure(log_style="auto", color_mode="auto", verbosity=0)  # as `ray up`: no per-command SSH lines
     sdk.create_or_update_cluster(run.config, no_restart=True)
     code, submitted = LOST, False
     try:
         port = _free_local_port()
-        with dashboard_tunnel(run.cluster_file, port):
-            client = _job_client(f"http://{LOOPBACK}:{port}")
+        with dashboard_tunnel(run.cluster_file, port) as address:
+            client = _job_client(address)
+            wait_for_nodes(address, run.min_nodes, run.placement_timeout_min * 60.0, run.cluster_file)
             try:
                 job = client.submit_job(entrypoint=shlex.join(run.entrypoint), runtime_env=run.runtime_env,
                                         submission_id=run.submission_id)
@@ -245,6 +297,39 @@ def attach(run: ClusterRun, job: str) -> int:
     return code
 
 
+def wait_for_nodes(address: str, want: int, timeout_s: float, cluster_file: Path, poll_s: float = 2.0) -> int:
+    """Wait until `want` nodes are alive in the cluster whose dashboard is at `address`: `ray up` returns once the
+    head is up, and the workers the file keeps (min_workers; every host of a `local` file) join later, so a
+    study submitted at once would start its trials on the head alone. Waits at most `timeout_s` (0: for ever),
+    then says how many joined and goes on. Returns the number of alive nodes."""
+    if want <= 1:  # the head: its dashboard answers through the tunnel
+        return 1
+    from ray.util.state import list_nodes
+
+    deadline, said, alive = time.monotonic() + timeout_s, -1, 0
+    while True:
+        try:
+            alive = len(list_nodes(address=address, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False))
+        except Exception as error:  # the dashboard is still starting: try again
+            alive, problem = 0, " ".join(str(error).split())[:200]
+        else:
+            problem = ""
+        if alive >= want:
+            if said >= 0:
+                print(f"cluster: all {want} nodes have joined", flush=True)
+            return alive
+        if alive != said:
+            why = f" ({problem})" if problem else ""
+            print(f"cluster: {alive} of {want} nodes have joined; waiting for the others{why}", flush=True)
+            said = alive
+        if timeout_s and time.monotonic() > deadline:
+            print(f"cluster: only {alive} of {want} nodes joined within {timeout_s / 60:.0f} min; submitting anyway "
+                  f"(trials use the nodes there are; why the others did not start: `ray monitor {cluster_file}`)",
+                  flush=True)
+            return alive
+        time.sleep(poll_s)
+
+
 def _after_following(run: ClusterRun, code: int, submitted: bool, job: str | None = None) -> None:
     """Tear down (--down) only when no study can still be running; otherwise say how to go on."""
     from ray.autoscaler import sdk
@@ -262,8 +347,34 @@ def _after_following(run: ClusterRun, code: int, submitted: bool, job: str | Non
     if run.down:
         print(f"cluster: tearing down {run.cluster_file}", flush=True)
         sdk.teardown_cluster(run.config)
+        if run.is_local:
+            stop_ray_on_hosts(run)
     else:
         print(f"cluster: {run.teardown_hint()} (or pass --down)", flush=True)
+
+
+def stop_ray_on_hosts(run: ClusterRun, timeout_s: int = 120) -> None:
+    """`--down` on a `local` file, after Ray's teardown: `ray stop --force` on every host over SSH, through Ray's
+    own SSH command runner (the file's user and key). Ray's teardown runs a graceful `ray stop` on the head alone
+    (which can leave its gcs_server running) and the `local` provider's terminate only forgets a host, so Ray
+    would go on running on every worker host. A host that cannot be reached is named, not fatal."""
+    import subprocess
+
+    from ray.autoscaler._private.providers import _get_node_provider
+
+    config = run.config
+    auth = dict(config.get("auth") or {})
+    if auth.get("ssh_private_key"):
+        auth["ssh_private_key"] = os.path.expanduser(str(auth["ssh_private_key"]))
+    provider = _get_node_provider(config["provider"], config["cluster_name"])
+    for host in run.hosts():
+        runner = provider.get_command_runner(f"{host}: ", host, auth, config["cluster_name"], subprocess, True)
+        try:
+            runner.run("ray stop --force", timeout=timeout_s)
+        except Exception as error:  # noqa: BLE001 - one line per host that could not be reached
+            print(f"cluster: could not stop Ray on {host} ({' '.join(str(error).split())[:200]}); run `ray stop "
+                  f"--force` there", file=sys.stderr, flush=True)
+    print(f"cluster: Ray stopped on {len(run.hosts())} hosts", flush=True)
 
 
 def submit_and_follow(address: str, entrypoint: Sequence[str], runtime_env: dict[str, Any],
@@ -322,11 +433,27 @@ def follow_job(client: Any, job: str, settle_s: float = 60.0) -> int:
 
 
 def _job_client(address: str) -> Any:
-    """A Ray Jobs client of the dashboard at `address`, with token authentication (RAY_AUTH_MODE=token)."""
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    """A Ray Jobs client of the dashboard at `address`, with token authentication (`use_token_auth`)."""
+    use_token_auth()
     from ray.job_submission import JobSubmissionClient
 
     return JobSubmissionClient(address)
+
+
+def use_token_auth() -> None:
+    """Token authentication for this process's Ray clients: the cluster files start Ray with RAY_AUTH_MODE=token.
+
+    Ray reads the mode once, when it is imported, and a study module has imported Ray before `--cluster` is seen:
+    setting the variable alone would leave the clients without the token (the dashboard answers "Missing
+    authentication token"). So the cached config is refreshed, as Ray itself does when `ray.init()` turns token
+    authentication on (`_enable_token_auth`)."""
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if not is_token_auth_enabled():
+        from ray._raylet import Config
+
+        Config.initialize("")
 
 
 def ensure_auth_token() -> None:

@@ -74,7 +74,7 @@ def check_layout(root: Path, kind: str, categories: list[str] | None, image_size
     from dsr.data.ksdd2 import _pairs
 
     available = list_categories(kind, root)
-    chosen = list(categories or available)
+    chosen = list(available if not categories or categories == ["all"] else categories)
     unknown = [c for c in chosen if c not in available]
     if unknown:
         raise ValueError(f"--categories {', '.join(unknown)} not there (present: {', '.join(available)})")

@@ -214,7 +214,7 @@ def test_kuberay_entrypoint_is_the_papers_table_6_by_the_studys_own_parser() -> 
     args = build_parser(STUDY).parse_args(words[2:])
     assert args.address == "auto" and args.cluster is None and args.storage.startswith("s3://")
     assert args.gpus_per_trial >= 1 and args.dataset == "mvtec" and args.data.startswith("s3://")
-    assert args.preset == "paper"
+    assert args.preset == "paper" and args.categories == ["all"] and args.seeds == 3  # Table 6: all of MVTec AD
 
 
 def test_ray_jobs_upload_ships_every_module(tmp_path: Path) -> None:

@@ -246,3 +246,59 @@ def test_the_job_environment_carries_the_checkouts_commit() -> None:
     if head.returncode != 0:
         pytest.skip("not a git checkout")
     assert env[COMMIT_ENV] == head.stdout.strip() == code_version()["commit"]
+
+
+# ------------------------------------------------------------------------------------- a `local` (onprem) file
+
+ONPREM = PROJECT_DIR / "cluster" / "onprem.yaml"
+
+
+def test_an_onprem_file_waits_for_every_host_uses_autoscaler_v1_and_stops_every_host_on_down(no_cloud) -> None:
+    run = _prepare("--cluster", str(ONPREM), "--storage", "s3://bucket/dsr", "--down")
+    assert run.min_nodes == 3  # the head and both worker hosts of the file
+    assert run.up_env == {"RAY_UP_enable_autoscaler_v2": "0"}  # v2 never starts a `local` worker
+    commands = run.commands()
+    (up,) = [c for c in commands if " ray up " in f" {c}"]
+    assert up.startswith("RAY_UP_enable_autoscaler_v2=0 ray up")
+    stops = commands[commands.index(f"ray down -y {ONPREM}") + 1:]
+    assert [c.split()[3] for c in stops] == [f"<SSH_USER>@{h}" for h in ("<HEAD_HOST>", "<WORKER_HOST_1>",
+                                                                        "<WORKER_HOST_2>")]
+    assert all(c.endswith("\"bash -lic 'ray stop --force'\"") for c in stops)
+    hint = _prepare("--cluster", str(ONPREM), "--storage", "s3://bucket/dsr").teardown_hint()
+    assert "ray stop --force" in hint and "<WORKER_HOST_2>" in hint
+    aws = _prepare("--cluster", str(AWS), "--storage", "s3://bucket/dsr", "--down")
+    assert aws.min_nodes == 1 and aws.up_env == {} and aws.hosts() == []  # GPU workers come on demand
+
+
+def test_waiting_for_nodes_ends_when_all_joined_or_goes_on_after_the_timeout(monkeypatch, capsys) -> None:
+    import ray.util.state
+
+    seen = iter([RuntimeError("dashboard starting"), 1, 2, 3])
+
+    def list_nodes(address, filters, raise_on_missing_output):
+        value = next(seen)
+        if isinstance(value, Exception):
+            raise value
+        return [object()] * value
+
+    monkeypatch.setattr(ray.util.state, "list_nodes", list_nodes)
+    assert launch.wait_for_nodes("http://x", 3, 60.0, AWS, poll_s=0.0) == 3
+    out = capsys.readouterr().out
+    assert "0 of 3 nodes have joined" in out and "dashboard starting" in out and "all 3 nodes have joined" in out
+    monkeypatch.setattr(ray.util.state, "list_nodes", lambda **kwargs: [object()])
+    assert launch.wait_for_nodes("http://x", 2, 0.05, AWS, poll_s=0.01) == 1
+    assert "only 1 of 2 nodes joined" in capsys.readouterr().out  # says so and goes on
+
+
+def test_the_job_client_sends_the_token_though_ray_was_imported_first(tmp_path: Path) -> None:
+    """A study module imports Ray before `--cluster` is parsed, and Ray reads RAY_AUTH_MODE once at import: the
+    client must still authenticate (the dashboard of a `--cluster` cluster refuses requests without the token)."""
+    code = ("import os; os.environ.pop('RAY_AUTH_MODE', None); import studies.ablation; "
+            "from ray._private.authentication.authentication_utils import is_token_auth_enabled as on; "
+            "from studies.runner.launch import use_token_auth; before = on(); use_token_auth(); "
+            "print(before, on())")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("RAY_AUTH")}
+    run = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120,
+                         env={**env, "PYTHONPATH": str(PROJECT_DIR), "HOME": str(tmp_path)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split()[-2:] == ["False", "True"]

@@ -64,6 +64,7 @@ def test_the_matching_kind_passes_and_categories_are_checked_against_the_listing
     run = _prepare("--dataset", "mvtec", "--data", f"s3://{BUCKET}/in/mvtec", "--categories", "cable")
     assert "--data" in run.entrypoint
     assert check_remote_dataset(f"s3://{BUCKET}/in/mvtec", "mvtec", None, 64) == ["bottle", "cable"]
+    assert check_remote_dataset(f"s3://{BUCKET}/in/mvtec", "mvtec", ["all"], 64) == ["bottle", "cable"]
     with pytest.raises(ValueError, match="--categories carpet not there") as info:
         _prepare("--dataset", "mvtec", "--data", f"s3://{BUCKET}/in/mvtec", "--categories", "carpet")
     assert "\n" not in str(info.value)

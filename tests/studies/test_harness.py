@@ -145,3 +145,21 @@ def test_intervals_reach_the_trials_loop_schedule() -> None:
     assert schedule.checkpoint_minutes == 2.5 and schedule.intervals(100) == (3, 7)
     defaults = loop_schedule(run_settings(ablation.STUDY, parse(ablation.STUDY), "/storage", "ablation", ["brick"]))
     assert defaults.checkpoint_minutes == 0 and defaults.intervals(100) == (5, 20)  # about 20 reports, 5 checkpoints
+
+
+def test_categories_all_takes_every_category_of_the_dataset(tmp_path: Path) -> None:
+    """The default is the study's choice (one category for the ablation); `--categories all` is every category,
+    as the paper's tables need (all 15 of MVTec AD)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+    from data_helpers import make_category
+
+    from studies.runner.data_checks import resolve_data
+
+    for category in ("bottle", "cable", "carpet"):
+        make_category(tmp_path / category)
+    argv = ["--dataset", "mvtec", "--data", str(tmp_path)]
+    assert resolve_data(parse(ablation.STUDY, *argv), ablation.STUDY)[1] == ["bottle"]
+    assert resolve_data(parse(ablation.STUDY, *argv, "--categories", "all"), ablation.STUDY)[1] == [
+        "bottle", "cable", "carpet"]
