@@ -12,7 +12,7 @@ uses the same split, so a grid's winner and a search's are reported on the same 
 from ray import tune
 
 from studies.runner.harness import main
-from studies.runner.study import METRIC, MODE, Study
+from studies.runner.study import Study
 
 # Each strategy's searchable parameters: name -> (low, high, log scale)
 STRATEGY_PARAMS = {
@@ -63,9 +63,9 @@ def searcher(args):
     if unknown:  # the harness calls this before Ray starts: one line instead of failing trials
         known = ", ".join(sorted(STRATEGIES))
         raise ValueError(f"--strategies: unknown {', '.join(unknown)}; known strategies: {known}")
-    from ray.tune.search.optuna import OptunaSearch
+    from studies.runner.optuna_store import optuna_search
 
-    return OptunaSearch(space=DefineByRun(list(args.strategies)), metric=METRIC, mode=MODE)
+    return optuna_search(args, DefineByRun(list(args.strategies)))
 
 
 def scheduler(args):
