@@ -38,16 +38,20 @@ def optuna_storage(path: str | Path):
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-def optuna_search(args: argparse.Namespace, space: Any):
+def optuna_search(args: argparse.Namespace, space: Any, points_to_evaluate: list[dict] | None = None):
     """Ray Tune's OptunaSearch for a study's define-by-run `space`: the study's searched metric(s) (several: Optuna's
-    multi-objective TPE), stored in the experiment's journal when the tuner gave one (`args.optuna_journal`)."""
+    multi-objective TPE), stored in the experiment's journal when the tuner gave one (`args.optuna_journal`);
+    `points_to_evaluate` (flattened names, e.g. "overrides/similarity_bound") are its first trials, enqueued in a
+    new study only (a resumed one has them already)."""
     from ray.tune.search.optuna import OptunaSearch
 
     from studies.runner.objective import MODE, search_metrics
 
     metrics = search_metrics(args)
     journal = getattr(args, "optuna_journal", None)
-    return OptunaSearch(space=space, metric=metrics if len(metrics) > 1 else metrics[0],
+    if journal and Path(journal).is_file() and Path(journal).stat().st_size:
+        points_to_evaluate = None  # the stored study already holds them
+    return OptunaSearch(points_to_evaluate=points_to_evaluate, space=space, metric=metrics if len(metrics) > 1 else metrics[0],
                         mode=[MODE] * len(metrics) if len(metrics) > 1 else MODE,
                         storage=optuna_storage(journal) if journal else None,
                         study_name=getattr(args, "optuna_study_name", None))

@@ -213,3 +213,43 @@ def test_tracker_mlflow_without_mlflow_is_one_line(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(builtins, "__import__", no_mlflow)
     with pytest.raises(StudyError, match="--tracker mlflow: mlflow is not installed"):
         check_tracker(parse(ablation.STUDY, "--tracker", "mlflow"))
+
+
+# ------------------------------------------------------------------------------------------- baseline
+
+
+def test_the_papers_dsr_is_the_searchs_first_configuration_and_asha_never_stops_it(tmp_path: Path) -> None:
+    from ray.tune.experiment import Trial
+
+    args = parse(sampling.STUDY, "--metric", "image_auroc")
+    first = sampling.searcher(args).suggest("t0")
+    assert first["overrides"] == {"sampling_strategy": "similarity_bound", "similarity_bound": 0.05}
+    assert sampling.is_baseline(first, sampling.paper_lambda(args))
+    assert not sampling.is_baseline({"overrides": {"sampling_strategy": "uniform"}}, 0.05)
+    assert not sampling.is_baseline({"overrides": {"similarity_bound": 0.148}}, 0.05)
+    no_baseline = parse(sampling.STUDY, "--strategies", "uniform")
+    assert sampling.searcher(no_baseline).suggest("t0")["overrides"] == {"sampling_strategy": "uniform"}
+
+    scheduler = sampling.scheduler(args)
+    scheduler.set_search_properties("image_auroc", "max")
+    trials = {name: Trial("dsr_trial", config={"overrides": overrides}, stub=True) for name, overrides in
+              (("good", {"sampling_strategy": "uniform"}), ("baseline", first["overrides"]),
+               ("bad", {"sampling_strategy": "distance_band"}))}
+    decisions = {}
+    for name, value in (("good", 0.9), ("baseline", 0.1), ("bad", 0.1)):
+        scheduler.on_trial_add(None, trials[name])
+        decisions[name] = scheduler.on_trial_result(None, trials[name], {
+            "train_iteration": scheduler._max_t - 1, "image_auroc": value, "training_iteration": 1})
+    assert decisions == {"good": "CONTINUE", "baseline": "CONTINUE", "bad": "STOP"}
+
+
+def test_a_resumed_journal_is_not_given_the_baseline_again(tmp_path: Path) -> None:
+    import optuna
+
+    journal = tmp_path / "journal.log"
+    args = parse(sampling.STUDY, "--metric", "image_auroc")
+    args.optuna_journal, args.optuna_study_name = str(journal), "s"
+    sampling.searcher(args)
+    sampling.searcher(args)  # a second construction on the same journal (what a restart would do)
+    study = optuna.load_study(study_name="s", storage=optuna_storage(journal))
+    assert len(study.trials) == 1 and study.trials[0].state.name == "WAITING"
