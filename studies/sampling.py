@@ -76,10 +76,13 @@ def searcher(args):
 
 def paper_lambda(args) -> float:
     """The paper's λs for this command line: the preset's (0.05), or what --set similarity_bound gives."""
-    from dsr.config import preset
+    from dsr.config import DSRConfig, preset
     from studies.runner.space import parse_overrides
 
-    return preset(args.preset, **parse_overrides(args.overrides)).similarity_bound
+    try:
+        return preset(args.preset, **parse_overrides(args.overrides)).similarity_bound
+    except ValueError:  # a bad --set or preset: refused, named, when the harness validates the space
+        return DSRConfig().similarity_bound
 
 
 def is_baseline(config: dict, paper: float) -> bool:

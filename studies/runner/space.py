@@ -85,6 +85,9 @@ def validate_space(space: dict[str, Any], study: Study, args: argparse.Namespace
         if len(points) > 1:
             raise StudyError("a searched study's space has no grid: give its varied values to the searcher")
         points = points[:1]
+    elif getattr(args, "repeats", 1) > 1:
+        raise StudyError(f"--repeats {args.repeats}: repeats are for searches; a grid runs every point on seeds "
+                         f"0..N-1 with --seeds N")
     for point in points:
         try:
             resolve_config(point)

@@ -142,6 +142,9 @@ def test_a_searched_study_takes_several_categories_but_refuses_seeds() -> None:
     space = build_param_space(sampling.STUDY, args, "/data", ["brick", "grass"])
     assert space["category"] == "brick" and space["seed"] == 0  # the searcher assigns both per trial
     assert validate_space(space, sampling.STUDY, args) == 0
+    grid = parse(sampling.STUDY, "--grid", "--repeats", "3")
+    with pytest.raises(StudyError, match="--repeats 3: repeats are for searches"):
+        validate_space(build_param_space(sampling.STUDY, grid, "/data", ["brick"]), sampling.STUDY, grid)
     seeds = parse(sampling.STUDY, "--seeds", "2")
     with pytest.raises(StudyError, match="--seeds 2: .* --repeats N"):
         validate_space(build_param_space(sampling.STUDY, seeds, "/data", ["brick"]), sampling.STUDY, seeds)
