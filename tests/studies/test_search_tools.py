@@ -256,3 +256,24 @@ def test_a_resumed_journal_is_not_given_the_baseline_again(tmp_path: Path) -> No
     sampling.searcher(args)  # a second construction on the same journal (what a restart would do)
     study = optuna.load_study(study_name="s", storage=optuna_storage(journal))
     assert len(study.trials) == 1 and study.trials[0].state.name == "WAITING"
+
+
+# ------------------------------------------------------------------------------------------ the space
+
+
+@pytest.mark.parametrize("strategy", sorted(sampling.STRATEGY_PARAMS))
+def test_every_drawn_configuration_of_the_search_space_is_a_valid_config(strategy: str) -> None:
+    import optuna
+    from ray._private.dict import unflatten_dict  # what OptunaSearch.suggest uses
+
+    from studies.runner.trial import resolve_config
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(25):
+        trial = study.ask()
+        sampling.DefineByRun([strategy])(trial)
+        config = resolve_config({"preset": "tiny", **unflatten_dict(dict(trial.params))})
+        assert config.sampling_strategy == strategy
+        assert set(config.sampling_params) == set(sampling.STRATEGY_PARAMS[strategy])
+        study.tell(trial, 0.5)
