@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from study_run import StudyRun, error_lines, is_done, read_results
+from study_run import StudyRun, error_lines, is_done, read_results, wait_until
 
 pytestmark = pytest.mark.slow  # one real searched study, shared by the module's tests
 
@@ -96,3 +96,43 @@ def test_the_report_shows_runs_pareto_front_and_stopped_not_missing(study) -> No
     headline = text.split("Values are")[0]
     assert "missing" not in headline
     assert f"{SAMPLES * REPEATS} trials" in headline
+
+
+def _one_done_one_checkpointed(experiment: Path) -> bool:
+    """A configuration finished and another has two stage-2 checkpoints (Tune has snapshotted since)."""
+    trials = read_results(experiment)
+    done = [rows for rows in trials.values() if is_done(rows)]
+    running = [rows for rows in trials.values() if rows and rows[-1]["stage"] == "stage2"
+               and len([r for r in rows[:-1] if r["stage"] == "stage2" and r.get("checkpoint_dir_name")]) >= 2]
+    return bool(done and running)
+
+
+def test_resume_continues_the_same_optuna_study(start_study, tmp_path: Path) -> None:
+    import optuna
+
+    from studies.runner.optuna_store import optuna_storage
+
+    storage = tmp_path / "storage"
+    args = ["--preset", "tiny", "--num-samples", "3", "--strategies", "uniform", "similarity_bound",
+            "--metric", "image_auroc", "--max-concurrent", "1", "--set", "stage2_iterations=60",
+            "--checkpoint-every", "10", "--report-every", "5", "--storage", str(storage), "--name", "resumed",
+            "--no-report"]
+    experiment = storage / "resumed"
+    first = start_study("sampling", args)
+    wait_until(lambda: _one_done_one_checkpointed(experiment), 300, first, "one trial done, another checkpointed")
+    first.kill_driver_group()
+    first.kill_survivors()
+    journal = experiment / "optuna" / "journal.log"
+    before = optuna.load_study(study_name="resumed", storage=optuna_storage(journal))
+    told = {t.number: t.value for t in before.trials if t.state.name == "COMPLETE"}
+    assert told and len(before.trials) < 3
+
+    second = start_study("sampling", [*args, "--resume"])
+    assert second.wait(timeout=400) == 0, second.output_tail()
+    after = optuna.load_study(study_name="resumed", storage=optuna_storage(journal))
+    assert optuna.get_all_study_names(optuna_storage(journal)) == ["resumed"]  # one study, continued
+    assert [t.state.name for t in after.trials] == ["COMPLETE"] * 3
+    assert {t.number: t.value for t in after.trials if t.number in told} == told  # kept as it was
+    assert after.trials[0].params == {"overrides/sampling_strategy": "similarity_bound",
+                                      "overrides/similarity_bound": 0.05}  # the baseline, once
+    assert len(read_results(experiment)) == 3
