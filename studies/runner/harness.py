@@ -65,8 +65,11 @@ def run_study(study: Study, argv: list[str] | None = None) -> int:
     except (StudyError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{study.name}: {plan.count or 'searched'} trial configurations, categories {', '.join(plan.categories)}, "
-          f"preset {args.preset}, results in {plan.experiment}", flush=True)
+    what = f"{plan.count} trial configurations" if plan.count else (
+        f"searched on {', '.join(getattr(args, 'search_metrics', []))}, each configuration on "
+        f"{getattr(args, 'repeats', 1)} seed(s) of each category")
+    print(f"{study.name}: {what}, categories {', '.join(plan.categories)}, preset {args.preset}, results in "
+          f"{plan.experiment}", flush=True)
     from studies.runner.tuner import run_tuner  # Ray: only once the input is known to be good
 
     try:

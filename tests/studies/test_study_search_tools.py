@@ -125,7 +125,7 @@ def test_resume_continues_the_same_optuna_study(start_study, tmp_path: Path) -> 
     journal = experiment / "optuna" / "journal.log"
     before = optuna.load_study(study_name="resumed", storage=optuna_storage(journal))
     told = {t.number: t.value for t in before.trials if t.state.name == "COMPLETE"}
-    assert told and len(before.trials) < 3
+    assert told and len(told) < 3  # killed with a configuration unfinished
 
     second = start_study("sampling", [*args, "--resume"])
     assert second.wait(timeout=400) == 0, second.output_tail()
