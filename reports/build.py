@@ -97,13 +97,15 @@ def build_local_report(results_dir: str | Path, out_dir: str | Path | None = Non
 
     expected = sum(t.missing.expected for t in tables)
     done = sum(t.missing.done for t in tables)
+    stopped = sum(t.missing.stopped for t in tables)
+    missing = expected - done - stopped
     head = [
         "# DSR studies report",
         "",
         f"Source: `{results_dir}` ({len(trials.attrs.get('experiments', []))} experiment(s): "
         f"{', '.join(trials.attrs.get('experiments', []))}). Generated {_dt.datetime.now():%Y-%m-%d %H:%M}.",
         "",
-        f"**{expected - done} of {expected} trials missing.**" if done < expected else f"All {expected} trials done.",
+        _headline(expected, done, stopped, missing),
         "",
         "Values are percent. A table cell is the mean over categories, averaged over the seeds whose every "
         "category finished; ± is the sample standard deviation (ddof=1) over those seeds, \"(n/m seeds)\" says "
@@ -125,6 +127,15 @@ def build_local_report(results_dir: str | Path, out_dir: str | Path | None = Non
     report = out / "report.md"
     report.write_text("\n".join(head + sections), encoding="utf-8")
     return report
+
+
+def _headline(expected: int, done: int, stopped: int, missing: int) -> str:
+    """The report's first line about the trials: done, stopped early by a scheduler (by design), missing."""
+    parts = [f"{done} of {expected} trials done" if done < expected else f"All {expected} trials done"]
+    if stopped:
+        parts.append(f"{stopped} stopped early by the scheduler (by design: see the search section)")
+    line = ", ".join(parts) + "."
+    return f"{line} **{missing} missing.**" if missing else line
 
 
 def _crop_sentence(trials) -> str:
@@ -253,7 +264,9 @@ def _search_section(trials, table: StudyTable, out: Path) -> tuple[str, list[str
     if not search.is_searched(group):
         return "", []
     try:
-        return search.write_search(search.search_report(group), table.name, table_title(table), out / "tables",
+        metrics = search.searched_metrics(trials.attrs.get("experiment_dirs", {}), group)
+        return search.write_search(search.search_report(group, metrics=metrics), table.name, table_title(table),
+                                   out / "tables",
                                    out / "figures",
                                    lambda path: os.path.relpath(path, out).replace(os.sep, "/")), []
     except Exception as error:  # the search section must not cost the tables; say what failed

@@ -26,11 +26,13 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from reports.configurations import configurations, final_column, pareto_front
 from reports.load import REPORT_PREFIX, is_tuned
 from reports.render import format_interval
 from reports.spec import METRIC_NAMES, MISSING
 
 SEARCH_PREFIX = "search_"
+OPTIONS_FILE = "study_options.json"  # written by the study runner (docs/results_schema.md)
 MIN_TRIALS_FOR_IMPORTANCE = 5  # finished trials needed before parameter importances mean anything
 BEST_COUNT = 5
 FINISHED, STOPPED = "finished (final value)", "stopped (last interim value)"
@@ -45,9 +47,11 @@ class SearchReport:
     trials: pd.DataFrame  # trial_id, category, seed, state, iteration, stage, stage_iteration, <params...>,
     #                       last_search (interim value, fraction), final (report value, fraction), status
     params: tuple[str, ...]  # flattened override keys that vary between trials, e.g. "sampling_params/low"
-    metric: str
+    metric: str  # the first searched metric ("final", "last_search")
     importances: pd.DataFrame  # scope ("all" or a strategy), parameter, importance, n_trials
     importance_note: str  # why there are no importances, or which evaluator computed them
+    metrics: tuple[str, ...] = ()  # every searched metric (several: a multi-objective search); "final_<m>" columns
+    configs: pd.DataFrame | None = None  # one row per configuration over its runs (reports.configurations)
 
 
 def is_searched(trials: pd.DataFrame) -> bool:
@@ -59,23 +63,41 @@ def is_searched(trials: pd.DataFrame) -> bool:
                for p in trials.get("path", pd.Series(dtype=object)).dropna())
 
 
-def search_report(trials: pd.DataFrame, metric: str = "image_auroc") -> SearchReport:
-    """Every trial of one searched study with its searched parameters, progress and values (see SearchReport)."""
+def search_report(trials: pd.DataFrame, metric: str = "image_auroc",
+                  metrics: tuple[str, ...] | None = None) -> SearchReport:
+    """Every trial of one searched study with its searched parameters, progress and values (see SearchReport).
+    metrics: every searched metric, the first being `metric` (default: `metric` alone)."""
+    metrics = tuple(metrics) if metrics else (metric,)
+    metric = metrics[0]
     rows = []
     for trial in trials.itertuples(index=False):
         history = read_history(trial.path)
         overrides = json.loads(trial.overrides) if isinstance(trial.overrides, str) else {}
+        extra = {final_column(m, metrics): _final(history, m) for m in metrics[1:]}
         rows.append({"trial_id": trial.trial_id, "category": trial.category, "seed": trial.seed,
                      "status": trial.status, "path": trial.path, **_progress(history, trial.status, metric),
-                     **flatten(overrides)})
+                     **extra, **flatten(overrides)})
     frame = pd.DataFrame(rows)
     params = searched_params(frame.drop(columns=[c for c in frame if c not in _param_columns(frame)]))
-    ordered = ["trial_id", "category", "seed", "state", *params, "last_search", "final", "status", "iteration",
-               "stage", "stage_iteration", "path"]
+    ordered = ["trial_id", "category", "seed", "state", *params, "last_search", "final",
+               *[final_column(m, metrics) for m in metrics[1:]], "status", "iteration", "stage", "stage_iteration",
+               "path"]
     frame = frame.reindex(columns=ordered)
     frame = frame.sort_values(["final", "last_search"], ascending=False, na_position="last").reset_index(drop=True)
     importances, note = parameter_importances(frame, params)
-    return SearchReport(frame, params, metric, importances, note)
+    return SearchReport(frame, params, metric, importances, note, metrics, configurations(frame, params, metrics))
+
+
+def searched_metrics(experiment_dirs: dict[str, Any], trials: pd.DataFrame) -> tuple[str, ...]:
+    """The metric(s) the search optimised, from its experiment's study_options.json (`search_metrics`); image
+    AUROC for experiments from before --metric."""
+    for name in trials.get("experiment", pd.Series(dtype=object)).dropna().unique():
+        path = Path(str(experiment_dirs.get(name, ""))) / OPTIONS_FILE
+        if path.is_file():
+            saved = json.loads(path.read_text(encoding="utf-8")).get("search_metrics")
+            if saved:
+                return tuple(saved)
+    return ("image_auroc",)
 
 
 def read_history(trial_path: Any) -> pd.DataFrame:
@@ -202,6 +224,9 @@ def display_trials(frame: pd.DataFrame, params: tuple[str, ...], metric: str) ->
         out[param_label(p)] = [_format_param(v) for v in frame[p]]
     out[f"last interim {name}"] = [_percent(v) for v in frame["last_search"]]
     out[f"final {name}"] = [_percent(v) for v in frame["final"]]
+    for column in [c for c in frame if str(c).startswith("final_")]:
+        other = column.removeprefix("final_")
+        out[f"final {METRIC_NAMES.get(other, other)}"] = [_percent(v) for v in frame[column]]
     if "ci_low" in frame:
         out[f"final {name} 95% CI"] = [format_interval(low, high) for low, high in zip(frame["ci_low"],
                                                                                       frame["ci_high"])]
@@ -257,6 +282,7 @@ def write_search(report: SearchReport, name: str, title: str, tables: Path, figu
               display_trials(best, params, report.metric).to_markdown(index=False, disable_numparse=True), "",
               f"- Every trial: [Markdown]({link(files['md'])}) · [LaTeX]({link(files['tex'])}) · "
               f"[CSV]({link(files['csv'])}); best: [CSV]({link(best_files['csv'])})", ""]
+    lines += _configurations_lines(report, name, title, tables, figures, link)
     if report.importances.empty:
         lines += [report.importance_note, ""]
     else:
@@ -283,6 +309,68 @@ def write_search(report: SearchReport, name: str, title: str, tables: Path, figu
     return "\n".join(lines)
 
 
+def display_configurations(configs: pd.DataFrame, params: tuple[str, ...], metrics: tuple[str, ...]) -> pd.DataFrame:
+    """Strings for the configurations table: parameters, runs, and per metric mean and 95% interval (percent)."""
+    out = pd.DataFrame({param_label(p): [_format_param(v) for v in configs[p]] for p in params})
+    out["runs (done/stopped)"] = [f"{r.runs} ({r.done}/{r.stopped})" for r in configs.itertuples()]
+    for metric in metrics:
+        name = METRIC_NAMES.get(metric, metric)
+        out[f"{name} mean"] = [_percent(v) for v in configs[metric]]
+        out[f"{name} 95% CI"] = [format_interval(100 * low, 100 * high) for low, high in
+                                 zip(configs[f"{metric}_low"], configs[f"{metric}_high"])]
+    return out
+
+
+def _configurations_lines(report: SearchReport, name: str, title: str, tables: Path, figures: Path,
+                          link) -> list[str]:
+    """The configurations over their runs (with --repeats) and the Pareto front (several metrics)."""
+    from reports.render import write_table
+
+    configs, metrics = report.configs, report.metrics or (report.metric,)
+    if configs is None or configs.empty:
+        return []
+    lines = []
+    if int(configs["runs"].max()) > 1:
+        shown = display_configurations(configs, report.params, metrics)
+        files = write_table(shown, configs, tables / f"{name}-search-configurations",
+                            f"{title}: configurations over their runs")
+        lines += ["Each configuration over its runs (seeds and categories, `--repeats`): the mean of the finished "
+                  "runs' final values and its 95% Student t interval over them (the searcher optimised the mean; "
+                  "a stopped run counted for it with its last interim value).", "",
+                  shown.to_markdown(index=False, disable_numparse=True), "",
+                  f"- [CSV]({link(files['csv'])}) · [LaTeX]({link(files['tex'])})", ""]
+    if len(metrics) > 1:
+        front = configs[pareto_front(configs, metrics)]
+        names = " and ".join(METRIC_NAMES.get(m, m) for m in metrics)
+        shown = display_configurations(front, report.params, metrics)
+        files = write_table(shown, front, tables / f"{name}-search-pareto", f"{title}: Pareto front")
+        lines += [f"Pareto front of {names} (a multi-objective search): the {len(front)} configuration(s) no other "
+                  "beats on every metric, from the final (report-part) values.", "",
+                  shown.to_markdown(index=False, disable_numparse=True), "",
+                  f"- [CSV]({link(files['csv'])}) · [LaTeX]({link(files['tex'])})", ""]
+        png = _pareto_figure(configs, metrics, f"{title}: Pareto front", figures / f"{name}-search-pareto")
+        lines += [f"![{name} Pareto front]({link(png)}) ([PDF]({link(png.with_suffix('.pdf'))}))", ""]
+    return lines
+
+
+def _pareto_figure(configs: pd.DataFrame, metrics: tuple[str, ...], title: str, stem: Path) -> Path:
+    """The first two metrics of every configuration (percent), the front joined and marked."""
+    from reports.figures import save_figure
+
+    x, y = metrics[0], metrics[1]
+    figure = Figure(figsize=(4.4, 3.6), layout="constrained")
+    ax = figure.add_subplot()
+    drawn = configs.dropna(subset=[x, y])
+    front = drawn[pareto_front(drawn, metrics)].sort_values(x)
+    ax.scatter(100 * drawn[x], 100 * drawn[y], s=30, color="0.6", label="configuration")
+    ax.plot(100 * front[x], 100 * front[y], "o-", color=sns.color_palette("colorblind")[0], label="Pareto front")
+    ax.set_xlabel(f"{METRIC_NAMES.get(x, x)} (%)")
+    ax.set_ylabel(f"{METRIC_NAMES.get(y, y)} (%)")
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(title, fontsize=9)
+    return save_figure(figure, stem)[0]
+
+
 def _progress(history: pd.DataFrame, status: str, metric: str) -> dict[str, Any]:
     """Where a trial got to and its values: state text, iteration, stage, last interim and final values."""
     last = history.iloc[-1].to_dict() if not history.empty else {}
@@ -303,10 +391,17 @@ def _progress(history: pd.DataFrame, status: str, metric: str) -> dict[str, Any]
             "last_search": float(last_search.iloc[-1]) if len(last_search) else math.nan, "final": float(final)}
 
 
+def _final(history: pd.DataFrame, metric: str) -> float:
+    """A metric's final (report-part) value in a trial's history; NaN before its "done" row."""
+    done = history[history["stage"] == "done"] if "stage" in history else pd.DataFrame()
+    row = done.iloc[-1].to_dict() if not done.empty else {}
+    return float(next((row[k] for k in (REPORT_PREFIX + metric, metric) if _number(row.get(k))), math.nan))
+
+
 def _param_columns(frame: pd.DataFrame) -> list[str]:
     fixed = {"trial_id", "category", "seed", "status", "state", "iteration", "stage", "stage_iteration",
              "last_search", "final", "path"}
-    return [c for c in frame if c not in fixed]
+    return [c for c in frame if c not in fixed and not str(c).startswith("final_")]
 
 
 def _number(value: Any) -> bool:

@@ -31,15 +31,24 @@ class MissingCount:
     by_reason: dict[str, int] = field(default_factory=dict)  # status -> count, plus "never started"
 
     @property
+    def stopped(self) -> int:
+        """Trials a scheduler (ASHA) stopped early: by design, not missing."""
+        return self.by_reason.get("stopped", 0)
+
+    @property
     def missing(self) -> int:
-        return self.expected - self.done
+        return self.expected - self.done - self.stopped
 
     def sentence(self) -> str:
-        """One line for the report, e.g. "2 of 12 trials missing (1 failed, 1 never started)."."""
+        """One line for the report, e.g. "2 of 12 trials missing (1 failed, 1 never started)." or "1 of 6 trials
+        done, 5 stopped early by the scheduler."."""
+        stopped = (f"{self.done} of {self.expected} trials done, {self.stopped} stopped early by the scheduler"
+                   if self.stopped else "")
         if self.missing == 0:
-            return f"All {self.expected} trials done."
-        reasons = ", ".join(f"{n} {reason}" for reason, n in self.by_reason.items() if n)
-        return f"{self.missing} of {self.expected} trials missing ({reasons})."
+            return f"{stopped}." if stopped else f"All {self.expected} trials done."
+        reasons = ", ".join(f"{n} {reason}" for reason, n in self.by_reason.items() if n and reason != "stopped")
+        missing = f"{self.missing} of {self.expected} trials missing ({reasons})."
+        return f"{stopped}; {missing}" if stopped else missing
 
 
 @dataclass(frozen=True)
@@ -111,8 +120,8 @@ def study_table(group: pd.DataFrame, spec: StudySpec, dataset: str, preset: str)
     index = _condition_index(condition_rows, conditions)
     per_category = _per_category(done, conditions, categories, spec.metrics, index)
     summary = condition_rows.copy()
-    summary["label"] = [condition_label(dict(zip(conditions, values)))
-                        for values in condition_rows.itertuples(index=False)]
+    summary["label"] = condition_labels([dict(zip(conditions, values))
+                                         for values in condition_rows.itertuples(index=False)])
     variants = _per_condition(unique, conditions, "variant", index)
     lambdas = _per_condition(unique, conditions, "lambda_s", index)
     for metric in spec.metrics:
@@ -158,6 +167,9 @@ def baseline_label(summary: pd.DataFrame) -> str:
     for column, prefer in preferences:
         if column in rows and prefer(rows[column]).any():
             rows = rows[prefer(rows[column])]
+        elif column == "lambda_s" and "sampling" in rows and column in rows and \
+                pd.to_numeric(rows[column], errors="coerce").nunique() > 1:
+            return ""  # a search drew λs and never ran the paper's 0.05: no condition is the paper's DSR
     return str(rows["label"].iloc[0])
 
 
@@ -202,12 +214,34 @@ def condition_label(key: dict[str, Any]) -> str:
     return " · ".join(format_condition(column, value) for column, value in key.items())
 
 
-def format_condition(column: str, value: Any) -> str:
+def condition_labels(keys: list[dict[str, Any]]) -> list[str]:
+    """The labels of distinct conditions, numbers rounded to 3 significant digits (`similarity_bound=0.148`), or
+    to as many more as keep every label distinct."""
+    for digits in (3, 4, 6, None):
+        labels = [" · ".join(format_condition(c, v, digits) for c, v in key.items()) for key in keys]
+        if len(set(labels)) == len(set(map(str, keys))):
+            return labels
+    return labels
+
+
+def format_condition(column: str, value: Any, digits: int | None = 3) -> str:
+    """A condition's value for display; numbers inside text (other overrides, sampling parameters) rounded to
+    `digits` significant digits (None: as stored)."""
     if column == "lambda_s":
         return f"{float(value):g}"
     if column == "codebook_size":
         return str(int(value))
-    return str(value)
+    return round_numbers(str(value), digits)
+
+
+_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d+(?:[eE][-+]?\d+)?")
+
+
+def round_numbers(text: str, digits: int | None = 3) -> str:
+    """Every decimal number in `text` to `digits` significant digits: "λ=0.14822078559090424" -> "λ=0.148"."""
+    if digits is None:
+        return text
+    return _FLOAT.sub(lambda match: f"{float(match.group()):.{digits}g}", text)
 
 
 def _select(frame: pd.DataFrame, key: dict[str, Any]) -> pd.DataFrame:

@@ -10,18 +10,21 @@ uses the same split, so a grid's winner and a search's are reported on the same 
 """
 
 from ray import tune
+from ray.tune.schedulers import ASHAScheduler
 
 from studies.runner.harness import main
-from studies.runner.study import METRIC, MODE, Study
+from studies.runner.study import Study
 
-# Each strategy's searchable parameters: name -> (low, high, log scale)
+# Each strategy's searchable parameters: name -> (low, high, log scale); a name as low: 0.05 above that parameter
 STRATEGY_PARAMS = {
     "similarity_bound": {},
     "uniform": {},
-    "distance_band": {"low": (0.05, 0.5, False), "high": (None, 1.0, False)},  # high > low: drawn above it
+    "distance_band": {"low": (0.05, 0.5, False), "high": ("low", 1.0, False)},  # "low": drawn above that one
     "softmax_distance": {"temperature": (0.02, 2.0, True)},
     "mixture": {},  # similarity_bound + uniform per image, equal weights
-    "usage_weighted": {"low": (0.05, 0.5, False), "high": (None, 1.0, False), "smoothing": (0.1, 10.0, True)},
+    "usage_weighted": {"low": (0.05, 0.5, False), "high": ("low", 1.0, False), "smoothing": (0.1, 10.0, True)},
+    # far codes first (a band from start_low to the farthest), near ones at the end ([end_low, end_high))
+    "curriculum": {"start_low": (0.2, 0.9, False), "end_low": (0.0, 0.2, False), "end_high": ("end_low", 0.6, False)},
 }
 SIMILARITY_RANGE = (0.01, 0.5)
 
@@ -44,7 +47,7 @@ class DefineByRun:
             trial.suggest_float("overrides/similarity_bound", *SIMILARITY_RANGE, log=True)
         drawn = {}
         for name, (low, high, log) in STRATEGY_PARAMS.get(strategy, {}).items():
-            low = drawn["low"] + 0.05 if low is None else low
+            low = drawn[low] + 0.05 if isinstance(low, str) else low
             drawn[name] = trial.suggest_float(f"overrides/sampling_params/{name}", low, high, log=log)
 
 
@@ -63,16 +66,35 @@ def searcher(args):
     if unknown:  # the harness calls this before Ray starts: one line instead of failing trials
         known = ", ".join(sorted(STRATEGIES))
         raise ValueError(f"--strategies: unknown {', '.join(unknown)}; known strategies: {known}")
-    from ray.tune.search.optuna import OptunaSearch
+    from studies.runner.optuna_store import optuna_search
 
-    return OptunaSearch(space=DefineByRun(list(args.strategies)), metric=METRIC, mode=MODE)
+    # The comparison's baseline, the paper's strategy at its default λs, is the search's first configuration
+    baseline = ([{"overrides/sampling_strategy": "similarity_bound", "overrides/similarity_bound": paper_lambda(args)}]
+                if "similarity_bound" in args.strategies else None)
+    return optuna_search(args, DefineByRun(list(args.strategies)), points_to_evaluate=baseline)
+
+
+def paper_lambda(args) -> float:
+    """The paper's λs for this command line: the preset's (0.05), or what --set similarity_bound gives."""
+    from dsr.config import DSRConfig, preset
+    from studies.runner.space import parse_overrides
+
+    try:
+        return preset(args.preset, **parse_overrides(args.overrides)).similarity_bound
+    except ValueError:  # a bad --set or preset: refused, named, when the harness validates the space
+        return DSRConfig().similarity_bound
+
+
+def is_baseline(config: dict, paper: float) -> bool:
+    """Whether a trial's config is the paper's strategy at its default λs (the report's baseline)."""
+    overrides = config.get("overrides") or {}
+    return (overrides.get("sampling_strategy", "similarity_bound") == "similarity_bound"
+            and not overrides.get("sampling_params") and overrides.get("similarity_bound", paper) == paper)
 
 
 def scheduler(args):
     if args.grid:
         return None
-    from ray.tune.schedulers import ASHAScheduler
-
     from dsr.config import preset
     from studies.runner.space import parse_overrides
     from studies.runner.trial import default_interval
@@ -84,8 +106,21 @@ def scheduler(args):
     max_t = config.stage2_iterations + (config.stage3_iterations if config.use_upsampling else 0)
     grace = 2 * default_interval(config.stage2_iterations, 5)
     # max_t one past the end: a trial that trains to the end is never cut before its final (report-part) result
-    return ASHAScheduler(time_attr="train_iteration", max_t=max_t + 1, grace_period=max(1, min(grace, max_t)),
-                         reduction_factor=2)
+    return KeepBaselineASHA(paper_lambda(args), time_attr="train_iteration", max_t=max_t + 1,
+                            grace_period=max(1, min(grace, max_t)), reduction_factor=2)
+
+
+class KeepBaselineASHA(ASHAScheduler):
+    """ASHA that never stops the baseline (the paper's strategy at its default λs): every comparison needs its
+    final result. Its values still count at every rung, as any trial's."""
+
+    def __init__(self, paper: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.paper = paper
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)
+        return self.CONTINUE if is_baseline(trial.config, self.paper) else decision
 
 
 STUDY = Study(name="sampling", description=__doc__, space=space, searcher=searcher, scheduler=scheduler,

@@ -156,6 +156,8 @@ def run_stage(stage: str, model: DSR, data: TrainingData, *, device: str | torch
             textures = TextureSource(config.texture_dir, config.image_size)
 
         def step():
+            if strategy is not None:  # adaptive strategies (e.g. curriculum) follow training progress
+                strategy.set_progress(iteration, total)
             return stage2_step(model, data, generator, device, strategy, textures)
     elif stage == "stage1":
         def step():

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from dsr.config import PRESETS
 from dsr.data.build import DATASET_KINDS
+from studies.runner.objective import add_metric_argument, check_metrics
 from studies.runner.study import Study, StudyError
+from studies.runner.tracking import add_tracker_arguments, check_tracker
 
 DEFAULT_STORAGE = Path(__file__).resolve().parents[2] / "results"
 
@@ -56,6 +58,12 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
     parser.add_argument("--no-report", action="store_true", help="skip building the report at the end")
     parser.add_argument("--search-fraction", type=float, default=0.5, help="searched studies: the part of each "
                         "test set the searcher sees; the rest is only reported (default 0.5)")
+    add_tracker_arguments(parser)
+    if study.searcher is not None:
+        add_metric_argument(parser)
+        parser.add_argument("--repeats", type=int, default=1, metavar="N", help="searched studies: judge each "
+                            "sampled configuration on seeds 0..N-1 of every --categories value; the searcher "
+                            "optimises the mean, the report gives mean and 95%% interval (default 1)")
     if study.add_arguments is not None:
         study.add_arguments(parser)
     return parser
@@ -76,6 +84,11 @@ def check_options(args: argparse.Namespace) -> None:
     for option in ("report_every", "checkpoint_every", "checkpoint_minutes"):
         if getattr(args, option) < 0:
             raise StudyError(f"--{option.replace('_', '-')} must be >= 0, got {getattr(args, option)}")
+    if getattr(args, "repeats", 1) < 1:
+        raise StudyError(f"--repeats must be >= 1, got {args.repeats}")
+    if hasattr(args, "metric"):
+        check_metrics(args.metric)
+    check_tracker(args)
 
 
 __all__ = ["DEFAULT_STORAGE", "build_parser", "check_options"]

@@ -81,6 +81,19 @@ def check_data(data_root: str, categories: list[str], args: argparse.Namespace) 
                 raise StudyError(outcome)
 
 
+def test_sets_have_masks(data_root: str, categories: list[str], args: argparse.Namespace) -> bool:
+    """Whether every category's test set has masks (pixel metrics defined); builds the sets, decodes nothing."""
+    from dsr.config import preset
+    from dsr.data import build_dataset
+
+    size = preset(args.preset).image_size
+    try:
+        return all(build_dataset(args.dataset, local_data(data_root), category, "test", size).has_masks
+                   for category in categories)
+    except (ValueError, FileNotFoundError) as error:
+        raise StudyError(str(error).splitlines()[0]) from error
+
+
 def _try_decode(dataset, index: int) -> str | None:
     try:
         dataset.check_decodes(index)
@@ -89,4 +102,4 @@ def _try_decode(dataset, index: int) -> str | None:
     return None
 
 
-__all__ = ["DEFAULT_DEMO_ROOT", "check_data", "local_data", "resolve_data"]
+__all__ = ["DEFAULT_DEMO_ROOT", "check_data", "local_data", "resolve_data", "test_sets_have_masks"]

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from studies.runner.cli import build_parser, check_options
-from studies.runner.data_checks import check_data, resolve_data
+from studies.runner.data_checks import check_data, resolve_data, test_sets_have_masks
 from studies.runner.experiment import check_experiment, search_split
+from studies.runner.objective import resolve_metrics
 from studies.runner.report import build_study_report
 from studies.runner.space import build_param_space, validate_space
 from studies.runner.study import METRIC, MODE, Study, StudyError
@@ -42,6 +43,8 @@ def plan_study(study: Study, args: argparse.Namespace) -> Plan:
     name = args.name or study.name
     check_options(args)
     data_root, categories = resolve_data(args, study)
+    if hasattr(args, "metric"):  # a searched study: its metric(s), `auto` resolved by whether the data has masks
+        args.search_metrics = list(resolve_metrics(args.metric, test_sets_have_masks(data_root, categories, args)))
     space = build_param_space(study, args, data_root, categories)
     count = validate_space(space, study, args)
     check_data(data_root, categories, args)
@@ -62,8 +65,11 @@ def run_study(study: Study, argv: list[str] | None = None) -> int:
     except (StudyError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{study.name}: {plan.count or 'searched'} trial configurations, categories {', '.join(plan.categories)}, "
-          f"preset {args.preset}, results in {plan.experiment}", flush=True)
+    what = f"{plan.count} trial configurations" if plan.count else (
+        f"searched on {', '.join(getattr(args, 'search_metrics', []))}, each configuration on "
+        f"{getattr(args, 'repeats', 1)} seed(s) of each category")
+    print(f"{study.name}: {what}, categories {', '.join(plan.categories)}, preset {args.preset}, results in "
+          f"{plan.experiment}", flush=True)
     from studies.runner.tuner import run_tuner  # Ray: only once the input is known to be good
 
     try:

@@ -50,6 +50,10 @@ def build_param_space(study: Study, args: argparse.Namespace, data_root: str, ca
     from ray import tune
 
     overrides = parse_overrides(args.overrides)
+    if study.is_searched(args):  # the searcher gives each trial its category and seed (studies.runner.repeats)
+        categories, seeds = categories[:1], 1
+    else:
+        seeds = args.seeds
     space: dict[str, Any] = {
         "study": study.name,
         "preset": args.preset,
@@ -57,7 +61,7 @@ def build_param_space(study: Study, args: argparse.Namespace, data_root: str, ca
         "data_root": data_root,
         "variant": "DSR",
         "category": tune.grid_search(categories) if len(categories) > 1 else categories[0],
-        "seed": tune.grid_search(list(range(args.seeds))) if args.seeds > 1 else 0,
+        "seed": tune.grid_search(list(range(seeds))) if seeds > 1 else 0,
         "overrides": overrides,
     }
     varied = study.space(args)
@@ -75,10 +79,15 @@ def validate_space(space: dict[str, Any], study: Study, args: argparse.Namespace
     points = grid_points(space)
     searched = study.is_searched(args)
     if searched:
+        if args.seeds > 1:
+            raise StudyError(f"--seeds {args.seeds}: a searched study judges each configuration on seeds "
+                             f"0..N-1 with --repeats N (and on every --categories value), not --seeds")
         if len(points) > 1:
-            raise StudyError("a searched study runs one category and one seed per search: give one --categories "
-                             "value and --seeds 1 (or use a grid)")
+            raise StudyError("a searched study's space has no grid: give its varied values to the searcher")
         points = points[:1]
+    elif getattr(args, "repeats", 1) > 1:
+        raise StudyError(f"--repeats {args.repeats}: repeats are for searches; a grid runs every point on seeds "
+                         f"0..N-1 with --seeds N")
     for point in points:
         try:
             resolve_config(point)

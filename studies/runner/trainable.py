@@ -19,6 +19,7 @@ from dsr.evaluation.split import subset_indices
 from dsr.model import DSR
 from dsr.training import StageEvent, TrainingData, run_stages, stages_for
 from studies.runner import tune_io
+from studies.runner.objective import PLACEHOLDERS
 from studies.runner.stage1 import load_latent
 from studies.runner.trial import RunSettings, dataset_split, local_trial, resolve_config, stage1_key, train_images
 
@@ -29,14 +30,15 @@ from studies.runner.trial import RunSettings, dataset_split, local_trial, resolv
 class Reporter:
     """Every result of a trial: its identity on each, a checkpoint when given (`tune_io.report`).
 
-    With `interim_eval` (searchers and schedulers need the metric in every result), each stage-2/3 checkpoint
-    also evaluates the model on the test set; until the first such evaluation `image_auroc` is 0.5, the score of
-    an uninformative detector. The final result always carries the real metrics.
+    With `interim_eval` (searchers and schedulers need their metric in every result), each stage-2/3 checkpoint
+    also evaluates the model on the search part of the test set and carries every metric (plain and `search_`);
+    until the first such evaluation they are `objective.PLACEHOLDERS` (AUROC 0.5, the score of an uninformative
+    detector; AP and AUPRO 0). The final result always carries the real metrics.
     """
 
     def __init__(self, base: dict[str, Any], interim_eval: bool) -> None:
         self.base = base
-        self.interim = {"image_auroc": 0.5} if interim_eval else {}
+        self.interim = dict(PLACEHOLDERS) if interim_eval else {}
 
     def __call__(self, metrics: dict[str, Any], state: dict[str, Any] | None = None,
                  model: DSR | None = None, records: EvaluationRecords | None = None) -> None:
@@ -61,9 +63,9 @@ def dsr_trial(trial: dict[str, Any], settings: RunSettings) -> None:
 
     def on_event(event: StageEvent) -> None:
         if report.interim and event.state is not None:
-            value = evaluate_model(model, trial_test_set(trial, config, settings, "search"), device=device,
-                                   batch_size=settings.eval_batch_size)["image_auroc"]
-            report.interim.update(image_auroc=value, search_image_auroc=value)
+            values = evaluate_model(model, trial_test_set(trial, config, settings, "search"), device=device,
+                                    batch_size=settings.eval_batch_size)
+            report.interim.update({**values, **{f"search_{name}": value for name, value in values.items()}})
         report({**tune_io.event_metrics(event),
                 "train_iteration": train_iteration(config, event.stage, event.iteration)}, event.state)
 

@@ -12,11 +12,15 @@ from ray import tune
 
 from studies.runner import stage1
 from studies.runner.callbacks import run_callbacks
+from studies.runner.objective import search_metrics
+from studies.runner.optuna_store import journal_sync, local_journal
+from studies.runner.repeats import RepeatedSearch, repeat_runs
 from studies.runner.experiment import experiment_dir, save_study_options
 from studies.runner.provenance import record_run
 from studies.runner.space import grid_points
 from studies.runner.study import METRIC, MODE, Study, StudyError
 from studies.runner.trainable import dsr_trial
+from studies.runner.tracking import tracker_callbacks
 from studies.runner.trial import RunSettings
 
 
@@ -63,7 +67,11 @@ def run_tuner(study: Study, args: argparse.Namespace, space: dict[str, Any], cat
     storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
     settings = run_settings(study, args, storage, name, categories, test_split)
     experiment = experiment_dir(storage, name)
-    jobs = stage1.plan(grid_points(space), settings)
+    points = grid_points(space)
+    if study.is_searched(args):  # the searcher's runs: each (category, seed) needs its stage-1 model
+        points = [{**point, "category": category, "seed": seed} for point in points
+                  for category, seed in repeat_runs(categories, getattr(args, "repeats", 1))]
+    jobs = stage1.plan(points, settings)
     checkpoint = settings.stage1_checkpoint
     if checkpoint:
         try:
@@ -80,13 +88,18 @@ def run_tuner(study: Study, args: argparse.Namespace, space: dict[str, Any], cat
         record_run(experiment, args, sys.argv[1:], study.name, ray.cluster_resources())
         run_stage1_phase(jobs, args, settings, experiment)
         trainable = make_trainable(args, settings)
+        callbacks = tracker_callbacks(args, experiment, name)
+        if study.is_searched(args):  # the Optuna study lives in the experiment (a journal file), synced with it
+            journal = local_journal(experiment)
+            args.optuna_journal, args.optuna_study_name = str(journal), name
+            callbacks.append(journal_sync(journal, experiment))
         if args.resume and tune.Tuner.can_restore(experiment):
             _recover_trial_ends(experiment)
             tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
                                        resume_errored=True, param_space=space)
         else:
-            tuner = tune.Tuner(trainable, param_space=space, tune_config=_tune_config(study, args),
-                               run_config=_run_config(args, storage, name))
+            tuner = tune.Tuner(trainable, param_space=space, tune_config=_tune_config(study, args, categories),
+                               run_config=_run_config(args, storage, name, callbacks))
         results = tuner.fit()
         for error in results.errors:
             print(f"trial error: {str(error).strip().splitlines()[-1]}")
@@ -155,20 +168,27 @@ def run_stage1_phase(jobs: dict[str, dict[str, Any]], args: argparse.Namespace, 
     return failed
 
 
-def _tune_config(study: Study, args: argparse.Namespace) -> tune.TuneConfig:
+def _tune_config(study: Study, args: argparse.Namespace, categories: list[str]) -> tune.TuneConfig:
+    """The searcher (each suggestion repeated over the study's runs when there are several), the scheduler on
+    the first searched metric, and the number of trials (samples x runs)."""
     searcher = study.searcher(args) if study.searcher else None
     scheduler = study.scheduler(args) if study.scheduler else None
     searched = searcher is not None or scheduler is not None
+    runs = repeat_runs(categories, getattr(args, "repeats", 1)) if searcher is not None else []
+    if len(runs) > 1:
+        searcher = RepeatedSearch(searcher, runs)
+    metric = search_metrics(args)[0] if hasattr(args, "metric") else METRIC
     # A grid has no metric to optimise: intermediate reports (losses) then need not carry one.
     return tune.TuneConfig(
-        metric=METRIC if searched else None, mode=MODE if searched else None, search_alg=searcher,
+        metric=metric if searched else None, mode=MODE if searched else None, search_alg=searcher,
         scheduler=scheduler,
-        num_samples=getattr(args, "num_samples", 1) if searcher else 1,
+        num_samples=getattr(args, "num_samples", 1) * max(1, len(runs)) if searcher else 1,
         max_concurrent_trials=args.max_concurrent or None,
     )
 
 
-def _run_config(args: argparse.Namespace, storage: str, name: str) -> tune.RunConfig:
+def _run_config(args: argparse.Namespace, storage: str, name: str,
+                extra_callbacks: list | None = None) -> tune.RunConfig:
     return tune.RunConfig(
         name=name,
         storage_path=storage,
@@ -177,6 +197,6 @@ def _run_config(args: argparse.Namespace, storage: str, name: str) -> tune.RunCo
         # The driver uploads the experiment's state and results to cloud storage at most this often: a study
         # resumed after losing its whole cluster knows which trials had finished up to this long before.
         sync_config=tune.SyncConfig(sync_period=SYNC_PERIOD_S),
-        callbacks=run_callbacks(args),
+        callbacks=[*run_callbacks(args), *(extra_callbacks or [])],
         verbose=1,
     )

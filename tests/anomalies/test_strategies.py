@@ -202,3 +202,57 @@ def test_mixture_draws_each_strategy_in_proportion() -> None:
 def test_mixture_parameters_are_checked(params, field) -> None:
     with pytest.raises(ValueError, match=f"sampling_params.{field}"):
         make_strategy(DSRConfig(sampling_strategy="mixture", sampling_params=params))
+
+
+# ------------------------------------------------------------------------------------- adaptive: curriculum
+
+
+def test_curriculum_band_moves_from_far_to_near_codes_with_progress() -> None:
+    strategy = make_strategy(DSRConfig(sampling_strategy="curriculum", sampling_params={
+        "start_low": 0.5, "start_high": 1.0, "end_low": 0.0, "end_high": 0.25}))
+    windows = []
+    for iteration in (0, 50, 100):
+        strategy.set_progress(iteration, 100)
+        low, high = strategy.rank_windows(256, 2, torch.Generator())
+        windows.append((low.tolist(), high.tolist()))
+    assert windows == [([128] * 2, [256] * 2), ([64] * 2, [160] * 2), ([0] * 2, [64] * 2)]
+    default = make_strategy(DSRConfig(sampling_strategy="curriculum", excluded_nearest_fraction=0.1))
+    default.set_progress(1, 1)
+    assert default.rank_windows(100, 1, torch.Generator())[0].tolist() == [10]  # end_low defaults to f
+
+
+def test_curriculum_samples_lie_in_the_band_of_their_progress() -> None:
+    strategy = make_strategy(DSRConfig(sampling_strategy="curriculum"))
+    for iteration in (0, 7, 10):
+        strategy.set_progress(iteration, 10)
+        _check_in_windows(strategy, 128, n=200, seed=iteration)
+
+
+@pytest.mark.parametrize("name", sorted(set(STRATEGIES) - {"curriculum"}))
+def test_static_strategies_ignore_progress(name: str) -> None:
+    strategy = make_strategy(DSRConfig(sampling_strategy=name))
+    z, codebook, sample_ids = _data(64, 16, 100, 4, seed=5)
+    before = strategy.sample(z, codebook, sample_ids, 4, torch.Generator().manual_seed(1))
+    strategy.set_progress(9, 10)
+    after = strategy.sample(z, codebook, sample_ids, 4, torch.Generator().manual_seed(1))
+    assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize(("params", "key"), [
+    ({"start_low": 1.0}, "sampling_params.start_low"),
+    ({"start_low": 0.6, "start_high": 0.5}, "sampling_params.start_high"),
+    ({"end_low": -0.1}, "sampling_params.end_low"),
+    ({"end_high": 1.5}, "sampling_params.end_high"),
+    ({"end_high": "near"}, "sampling_params.end_high"),
+    ({"width": 0.1}, "sampling_params.width"),
+])
+def test_curriculum_bad_params_are_named(params: dict, key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        make_strategy(DSRConfig(sampling_strategy="curriculum", sampling_params=params))
+
+
+@pytest.mark.parametrize(("iteration", "total"), [(-1, 10), (11, 10), (0, 0)])
+def test_progress_out_of_range_is_refused(iteration: int, total: int) -> None:
+    strategy = make_strategy(DSRConfig(sampling_strategy="curriculum"))
+    with pytest.raises(ValueError, match="progress"):
+        strategy.set_progress(iteration, total)

@@ -185,7 +185,8 @@ def test_the_report_of_a_searched_study_has_its_search_section(searched, tmp_pat
     report = build_report(searched, tmp_path / "report").read_text(encoding="utf-8")
     assert "### Sampling strategy (mvtec, preset tiny): search" in report
     assert "stopped early by the scheduler" in report
-    assert "stopped)." in report and "incomplete" not in report  # the condition table's count says why
+    assert "stopped early by the scheduler." in report and "incomplete" not in report  # the tables' counts
+    assert "missing" not in report.split("Values are")[0]  # stopped by ASHA by design: not missing
     image = tmp_path / "report" / "figures" / "sampling-mvtec-tiny-search-params.png"
     assert image.is_file() and "figures/sampling-mvtec-tiny-search-params.png" in report
     trials = read_markdown_table(tmp_path / "report" / "tables" / "sampling-mvtec-tiny-search-trials.md")

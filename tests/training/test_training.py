@@ -246,3 +246,27 @@ def test_stage3_learning_rate_never_decays_by_default(stage: str, decays: bool, 
     last_lr = state["optimizer"]["param_groups"][0]["lr"]
     base = config.stage2_lr if stage == "stage2" else config.stage3_lr
     assert last_lr == pytest.approx(base * config.lr_decay_factor if decays else base)
+
+
+def test_stage2_tells_the_strategy_its_progress_before_every_step_also_when_resumed(images: torch.Tensor,
+                                                                                    monkeypatch) -> None:
+    from dsr.training import loop
+
+    seen: list[float] = []
+    made = loop.make_strategy
+
+    def recording(config):
+        strategy = made(config)
+        original = strategy.set_progress
+
+        def set_progress(iteration: int, total: int) -> None:
+            original(iteration, total)
+            seen.append(strategy.progress)
+        strategy.set_progress = set_progress
+        return strategy
+
+    monkeypatch.setattr(loop, "make_strategy", recording)
+    config = preset("tiny", stage2_iterations=4, sampling_strategy="curriculum")
+    state = run_stage("stage2", _fresh_model(config), TrainingData(images), stop_after=2)
+    run_stage("stage2", _fresh_model(config), TrainingData(images), resume=state)
+    assert seen == [0.0, 0.25, 0.5, 0.75]  # iterations 0, 1 | resumed at 2, 3 of 4

@@ -77,6 +77,16 @@ class SamplingStrategy:
     def validate_params(self) -> None:
         """Raise ValueError naming `sampling_params.<key>` for a bad parameter value."""
 
+    progress: float = 0.0  # the share of stage 2 done before the current step (adaptive strategies read it)
+
+    def set_progress(self, iteration: int, total: int) -> None:
+        """Training progress: `iteration` of `total` stage-2 iterations done. The training loop calls it before
+        every step; static strategies ignore it (their draws do not change). ValueError outside 0..total."""
+        if total < 1 or not 0 <= iteration <= total:
+            raise ValueError(f"{self.name}: progress must be 0 <= iteration <= total (total >= 1), got "
+                             f"{iteration} of {total}")
+        self.progress = iteration / total
+
     def _param_float(self, key: str) -> float:
         value = self.params[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
