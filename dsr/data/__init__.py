@@ -1,8 +1,9 @@
 """Datasets for DSR: MVTec AD, KSDD2, a generic folder and two offline demos (easy, hard), as `AnomalyDataset`s."""
 
-from dsr.data.build import DATASET_KINDS, DEMO_KINDS, build_dataset, is_demo_kind, list_categories
+from dsr.data.build import DATASET_KINDS, build_dataset, list_categories
 from dsr.data.dataset import MVTEC_CATEGORIES, AnomalyDataset, DataTensors, Sample, load_all
 from dsr.data.io import CHANNEL_ORDERS, IMAGE_EXTENSIONS
+from dsr.data.kinds import DEMO_KINDS, is_demo_kind
 from dsr.data.ksdd2 import ksdd2
 from dsr.data.mvtec import folder, mvtec
 

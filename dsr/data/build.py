@@ -2,7 +2,7 @@
 
 Kinds: "mvtec" (MVTec AD, root holds category folders), "ksdd2" (KSDD2 root), "folder" (one user folder in the
 MVTec layout without the category level) and the MVTec-layout demos built by `dsr.data.demo.build_demo`: "demo"
-(easy defects) and "demo_hard" (subtle defects, the feature-sampling research benchmark); `DEMO_KINDS`.
+(easy defects) and "demo_hard" (subtle defects, the feature-sampling research benchmark); `dsr.data.kinds`.
 """
 
 from __future__ import annotations
@@ -11,19 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from dsr.data.dataset import AnomalyDataset
+from dsr.data.kinds import DEMO_KINDS, is_demo_kind
 from dsr.data.ksdd2 import ksdd2
 from dsr.data.layout import check_root, looks_like_category, subfolders
 from dsr.data.mvtec import folder, mvtec
 
-DEMO_KINDS = {"demo": "easy", "demo_hard": "hard"}  # dataset kinds built offline by dsr.data.demo -> difficulty
 DATASET_KINDS = ("mvtec", "ksdd2", "folder", *DEMO_KINDS)
 _EXTRA_OPTIONS = {"mvtec": {"antialias"}, "folder": {"antialias", "train_fraction"},
                   "ksdd2": {"antialias", "supervised_count"}, **{kind: {"antialias"} for kind in DEMO_KINDS}}
 
-
-def is_demo_kind(kind: str | None) -> bool:
-    """Whether `kind` is one of the demos this project builds offline (built where missing, stage-1 photos)."""
-    return kind in DEMO_KINDS
 
 
 def _check_kind(kind: str) -> str:

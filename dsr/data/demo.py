@@ -17,7 +17,7 @@ A codebook learnt from three texture photographs cannot (a white scratch on grav
 demo also ships `stage1/`: random crops of every other photograph scikit-image bundles (faces, coffee, text,
 rockets, cells, ...), the project's offline stand-in for ImageNet.
 
-Two difficulties, each a dataset kind (`dsr.data.build.DEMO_KINDS`): "easy" (kind "demo", root `data/demo`), the
+Two difficulties, each a dataset kind (`dsr.data.kinds.DEMO_KINDS`): "easy" (kind "demo", root `data/demo`), the
 defects of `dsr.data.defects`, and "hard" (kind "demo_hard", root `data/demo_hard`), the research benchmark for
 feature sampling: the same photographs, tints, seeds and therefore byte-identical normal images and stage-1
 photographs (a stage-1 model trained on one fits the other), but subtle defects from `dsr.data.hard_defects`
@@ -46,7 +46,7 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image
 
-from dsr.data.build import DEMO_KINDS
+from dsr.data.kinds import DEMO_KINDS
 from dsr.data.defects import DEFECTS, Painter, draw_defect
 from dsr.data.hard_defects import HARD_DEFECTS
 
