@@ -2,6 +2,10 @@
 loss curve and image AUROC / pixel AP per defect type, as one JSON line (docs/learning.md).
 
     python benchmarks/learning.py --category brick --latent /tmp/latent_small.pt --set both_levels_probability=1.0
+    python benchmarks/learning.py --dataset demo_hard --category gravel --latent /tmp/latent_small.pt
+
+--dataset demo_hard reads the hard demo (data/demo_hard): its train images and stage-1 photographs are the easy
+demo's, byte for byte, so one cached stage-1 model serves both.
 
 The stage-1 model is trained once as a study does for the demo (every category's train images plus the demo's
 stage-1 photographs) and saved to --latent when that file does not exist yet; later runs reuse it.
@@ -23,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from dsr import DSR, preset  # noqa: E402
 from dsr.data import build_dataset, load_all  # noqa: E402
-from dsr.data.demo import DEMO_CATEGORIES, build_demo, demo_stage1_folder  # noqa: E402
+from dsr.data import DEMO_KINDS  # noqa: E402
+from dsr.data.demo import DEMO_CATEGORIES, build_demo_kind, demo_kind, demo_stage1_folder  # noqa: E402
 from dsr.evaluation.evaluate import defect_metrics, metrics_from_predictions, predict_all  # noqa: E402
 from dsr.training import TrainingData  # noqa: E402
 from dsr.training.loop import run_stage  # noqa: E402
@@ -35,7 +40,8 @@ def stage1_latent(config, root: Path, path: Path) -> dict:
         return torch.load(path, weights_only=True)
     from dsr.data import AnomalyDataset, Sample
 
-    images = [load_all(build_dataset("demo", root, c, "train", config.image_size), progress=False).images
+    kind = demo_kind(root)
+    images = [load_all(build_dataset(kind, root, c, "train", config.image_size), progress=False).images
               for c in DEMO_CATEGORIES]
     photos = sorted(demo_stage1_folder(root).glob("*.png"))
     images.append(load_all(AnomalyDataset([Sample(p, 0, None, "stage1", "good") for p in photos],
@@ -49,7 +55,8 @@ def stage1_latent(config, root: Path, path: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=ROOT / "data" / "demo")
+    parser.add_argument("--dataset", default="demo", choices=tuple(DEMO_KINDS), help="which demo (default demo)")
+    parser.add_argument("--root", type=Path, help="where it is built (default data/<dataset>)")
     parser.add_argument("--category", default="brick", choices=DEMO_CATEGORIES)
     parser.add_argument("--latent", type=Path, required=True, help="stage-1 state (trained and saved if missing)")
     parser.add_argument("--preset", default="small")
@@ -68,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     config = preset(args.preset, **overrides)
     if not args.stage3:
         config = config.replace(use_upsampling=False)  # image scores come from the detection module alone
-    root = build_demo(args.root)
+    root = build_demo_kind(args.dataset, args.root or ROOT / "data" / args.dataset)
     latent = stage1_latent(config, root, args.latent)
-    train = load_all(build_dataset("demo", root, args.category, "train", config.image_size), progress=False)
-    test = build_dataset("demo", root, args.category, "test", config.image_size)
+    train = load_all(build_dataset(args.dataset, root, args.category, "train", config.image_size), progress=False)
+    test = build_dataset(args.dataset, root, args.category, "test", config.image_size)
     torch.manual_seed(config.seed)
     model = DSR(config)
     model.latent.load_state_dict(latent)
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     types = [s.defect_type for s in test.samples]
     metrics = metrics_from_predictions(scores, maps, labels, masks)
     normal = np.array(types) == "good"
-    result = {"category": args.category, "set": overrides, "seed": config.seed, "train_seconds": round(seconds),
+    result = {"dataset": args.dataset, "category": args.category, "set": overrides, "seed": config.seed, "train_seconds": round(seconds),
               "focal": curve, "image_auroc": round(100 * metrics["image_auroc"], 1),
               "normal_scores": [round(float(scores[normal].min()), 3), round(float(scores[normal].max()), 3)],
               "per_defect": {d: {k: round(100 * v, 1) for k, v in m.items()}

@@ -13,7 +13,7 @@ colour, a little darker or lighter and shifted in hue), which a detector that on
 from __future__ import annotations
 
 import colorsys
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -27,9 +27,13 @@ DEFECTS: dict[str, Painter] = {}
 MIN_AREA: dict[str, float] = {}  # per defect: the smallest mask fraction accepted (thin defects cover less)
 
 
-def register(name: str, min_area: float = MIN_AREA_FRACTION) -> Callable[[Painter], Painter]:
+def register(name: str, min_area: float = MIN_AREA_FRACTION,
+             registry: dict[str, Painter] | None = None) -> Callable[[Painter], Painter]:
+    """Add a painter to `registry` (DEFECTS unless given: the easy demo's) under a name unique across registries."""
     def add(painter: Painter) -> Painter:
-        DEFECTS[name] = painter
+        if name in MIN_AREA:
+            raise ValueError(f"defect {name!r} is registered twice")
+        (DEFECTS if registry is None else registry)[name] = painter
         MIN_AREA[name] = min_area
         return painter
     return add
@@ -164,16 +168,18 @@ def faint_stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray
     return _blend(image, coverage, colour, opacity=rng.uniform(0.4, 0.55)), coverage
 
 
-def draw_defect(name: str, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the named defect to an image (S, S, 3) float in [0, 1]; returns (image, mask (S, S) bool).
+def draw_defect(name: str, image: np.ndarray, rng: np.random.Generator,
+                registry: Mapping[str, Painter] = DEFECTS) -> tuple[np.ndarray, np.ndarray]:
+    """Apply the named defect of `registry` (the easy demo's DEFECTS unless given; the hard demo's are
+    `dsr.data.hard_defects.HARD_DEFECTS`) to an image (S, S, 3) float in [0, 1]; returns (image, mask (S, S) bool).
 
     A draw whose mask covers less than the defect's MIN_AREA (MIN_AREA_FRACTION unless registered smaller) of
     the image is retried with the same generator.
     """
-    if name not in DEFECTS:
-        raise ValueError(f"unknown defect {name!r}; known defects: {', '.join(DEFECTS)}")
+    if name not in registry:
+        raise ValueError(f"unknown defect {name!r}; known defects: {', '.join(registry)}")
     for _ in range(_MAX_TRIES):
-        painted, coverage = DEFECTS[name](image, rng)
+        painted, coverage = registry[name](image, rng)
         mask = coverage >= 0.5
         if mask.mean() >= MIN_AREA[name]:
             return painted.astype(np.float32), mask

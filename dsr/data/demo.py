@@ -17,9 +17,17 @@ A codebook learnt from three texture photographs cannot (a white scratch on grav
 demo also ships `stage1/`: random crops of every other photograph scikit-image bundles (faces, coffee, text,
 rockets, cells, ...), the project's offline stand-in for ImageNet.
 
+Two difficulties, each a dataset kind (`dsr.data.kinds.DEMO_KINDS`): "easy" (kind "demo", root `data/demo`), the
+defects of `dsr.data.defects`, and "hard" (kind "demo_hard", root `data/demo_hard`), the research benchmark for
+feature sampling: the same photographs, tints, seeds and therefore byte-identical normal images and stage-1
+photographs (a stage-1 model trained on one fits the other), but subtle defects from `dsr.data.hard_defects`
+(low-opacity tints, slight shading, worn texture, displaced or rotated patches, swirls, faint marks) that stay
+close to the normal data while remaining resolvable at the small preset's 64 px.
+
 The build is deterministic for a seed and idempotent: a finished build (marker file written last, with the
 parameters) is reused; an interrupted or different-parameter build of ours is rebuilt; a folder that is not a
-demo build is never touched. Run `python -m dsr.data.demo ROOT` to build from the command line.
+demo build is never touched, and neither is a finished build of the other difficulty. Run
+`python -m dsr.data.demo ROOT [--difficulty hard]` to build from the command line.
 """
 
 from __future__ import annotations
@@ -30,14 +38,17 @@ import shutil
 import sys
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from filelock import FileLock
 from PIL import Image
 
-from dsr.data.defects import DEFECTS, draw_defect
+from dsr.data.kinds import DEMO_KINDS
+from dsr.data.defects import DEFECTS, Painter, draw_defect
+from dsr.data.hard_defects import HARD_DEFECTS
 
 # category -> (photograph in skimage/data, RGB tint, defect types drawn in its test set): the strong defects of
 # version 2, then the subtle kinds real inspection meets (thin scratches, low-contrast stains)
@@ -56,6 +67,28 @@ _STAGE1_CROP_RANGE = (0.15, 0.6)
 _CROP_RANGE = (0.55, 0.75)  # crop side as a fraction of the photograph side
 _BRIGHTNESS_GAIN = (0.9, 1.1)
 _BRIGHTNESS_OFFSET = 0.03
+DEFECT_IMAGES_PER_TYPE = 5  # test_defect_count's default: this many images of each defect type
+
+# the hard demo: the easy demo's photographs and tints (so the same normal images), every subtle defect type
+HARD_SOURCES: dict[str, tuple[str, tuple[float, float, float], tuple[str, ...]]] = {
+    category: (photo, tint, tuple(HARD_DEFECTS)) for category, (photo, tint, _) in DEMO_SOURCES.items()
+}
+HARD_DEMO_VERSION = 1  # bump when the hard builder's output changes
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    """What a demo difficulty draws: per category (photograph, tint, defect types), their painters, a version."""
+
+    sources: dict[str, tuple[str, tuple[float, float, float], tuple[str, ...]]]
+    painters: Mapping[str, Painter]
+    version: int
+
+
+DIFFICULTIES: dict[str, Difficulty] = {
+    "easy": Difficulty(DEMO_SOURCES, DEFECTS, DEMO_VERSION),
+    "hard": Difficulty(HARD_SOURCES, HARD_DEFECTS, HARD_DEMO_VERSION),
+}
 
 
 def photo_path(name: str) -> Path:
@@ -96,7 +129,7 @@ def stage1_photos() -> list[Path]:
     """scikit-image's bundled RGB/grey photographs of at least 128 px, except the demo's own textures."""
     import skimage.data
 
-    textures = {name for name, _, _ in DEMO_SOURCES.values()}
+    textures = {name for level in DIFFICULTIES.values() for name, _, _ in level.sources.values()}
     found = []
     for path in sorted(Path(skimage.data.__file__).parent.iterdir()):
         if path.suffix not in (".png", ".jpg") or path.name in textures:
@@ -142,8 +175,9 @@ def _split_counts(total: int, parts: int) -> list[int]:
 
 
 def _build_category(folder: Path, category: str, size: int, train_count: int, test_good_count: int,
-                    test_defect_count: int, seed: int) -> None:
-    photo_name, tint, defects = DEMO_SOURCES[category]
+                    test_defect_count: int, seed: int, difficulty: str = "easy") -> None:
+    level = DIFFICULTIES[difficulty]
+    photo_name, tint, defects = level.sources[category]
     photo = _load_photo(photo_name)
     tint_array = np.array(tint, dtype=np.float32)
     rng = np.random.default_rng([seed, zlib.crc32(category.encode())])  # independent of the other categories
@@ -163,17 +197,22 @@ def _build_category(folder: Path, category: str, size: int, train_count: int, te
         images.mkdir(parents=True)
         masks.mkdir(parents=True)
         for i in range(count):
-            image, mask = draw_defect(defect, _normal_image(photo, tint_array, size, rng), rng)
+            image, mask = draw_defect(defect, _normal_image(photo, tint_array, size, rng), rng, level.painters)
             _save_rgb(image, images / f"{i:03d}.png")
             Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(masks / f"{i:03d}_mask.png")
 
 
 def _check_params(categories: Sequence[str], image_size: int, train_count: int, test_good_count: int,
-                  test_defect_count: int, seed: int) -> dict:
+                  test_defect_count: int | None, seed: int, difficulty: str = "easy") -> dict:
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {difficulty!r}")
+    sources = DIFFICULTIES[difficulty].sources
     categories = list(categories)
-    unknown = [c for c in categories if c not in DEMO_SOURCES]
+    unknown = [c for c in categories if c not in sources]
     if not categories or unknown or len(set(categories)) != len(categories):
-        raise ValueError(f"categories must be distinct names from {DEMO_CATEGORIES}, got {categories}")
+        raise ValueError(f"categories must be distinct names from {tuple(sources)}, got {categories}")
+    if test_defect_count is None:
+        test_defect_count = DEFECT_IMAGES_PER_TYPE * max(len(sources[c][2]) for c in categories)
     checks = {"image_size": (image_size, 16), "train_count": (train_count, 1), "test_good_count": (test_good_count, 0),
               "test_defect_count": (test_defect_count, 0), "seed": (seed, 0)}
     for name, (value, minimum) in checks.items():
@@ -181,7 +220,9 @@ def _check_params(categories: Sequence[str], image_size: int, train_count: int, 
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if test_good_count + test_defect_count == 0:
         raise ValueError("test_good_count and test_defect_count are both 0: the test split would be empty")
-    return {"version": DEMO_VERSION, "categories": categories, "image_size": image_size, "train_count": train_count,
+    level = {"version": DEMO_VERSION} if difficulty == "easy" else {  # the easy marker as before this key existed
+        "version": DIFFICULTIES[difficulty].version, "difficulty": difficulty}
+    return {**level, "categories": categories, "image_size": image_size, "train_count": train_count,
             "test_good_count": test_good_count, "test_defect_count": test_defect_count, "seed": seed}
 
 
@@ -194,13 +235,31 @@ def read_demo_params(root: Path | str) -> dict | None:
         return None
 
 
-def _check_replaceable(root: Path) -> None:
+def params_difficulty(params: Mapping) -> str:
+    """The difficulty of a build from its parameters (builds from before difficulties existed are easy)."""
+    return str(params.get("difficulty", "easy"))
+
+
+def demo_kind(root: Path | str) -> str | None:
+    """The dataset kind ("demo", "demo_hard") of the finished demo build in `root`, or None if there is none."""
+    params = read_demo_params(root)
+    if params is None:
+        return None
+    kinds = [kind for kind, difficulty in DEMO_KINDS.items() if difficulty == params_difficulty(params)]
+    return kinds[0] if kinds else None
+
+
+def _check_replaceable(root: Path, difficulty: str) -> None:
     """Refuse to replace a non-empty folder that is not one of our demo builds (it may be someone's data)."""
     if root.exists() and not root.is_dir():
         raise ValueError(f"demo root {root} exists and is not a folder")
     if root.is_dir() and any(root.iterdir()) and not (root / STARTED_MARKER).exists():
         raise ValueError(f"demo root {root} is a non-empty folder that is not a demo build; "
                          f"choose an empty or new folder")
+    existing = read_demo_params(root)
+    if existing is not None and params_difficulty(existing) != difficulty:
+        raise ValueError(f"demo root {root} holds the {params_difficulty(existing)} demo (dataset kind "
+                         f"{demo_kind(root)!r}); build the {difficulty} one into another folder")
 
 
 def build_demo(
@@ -209,18 +268,21 @@ def build_demo(
     image_size: int = 128,
     train_count: int = 60,
     test_good_count: int = 20,
-    test_defect_count: int = 25,  # 5 per defect type
+    test_defect_count: int | None = None,  # DEFECT_IMAGES_PER_TYPE of each defect type
     seed: int = 0,
     stage1_count: int = STAGE1_COUNT,
+    difficulty: str = "easy",
 ) -> Path:
     """Build (or reuse) the demo dataset in `root` and return `root`.
 
     Safe to call from parallel processes (a file lock beside `root`); the folder is built in a sibling temporary
-    folder and renamed into place, so readers never see a half-written build. Raises ValueError on bad parameters
-    or when `root` is a non-empty folder that is not a demo build.
+    folder and renamed into place, so readers never see a half-written build. `difficulty` is "easy" (dataset
+    kind "demo") or "hard" ("demo_hard"): same normal images, subtle defects. Raises ValueError on bad parameters,
+    when `root` is a non-empty folder that is not a demo build, or when it holds the other difficulty's build.
     """
     root = Path(root)
-    params = _check_params(categories, image_size, train_count, test_good_count, test_defect_count, seed)
+    params = _check_params(categories, image_size, train_count, test_good_count, test_defect_count, seed,
+                           difficulty)
     if not isinstance(stage1_count, int) or isinstance(stage1_count, bool) or stage1_count < 0:
         raise ValueError(f"stage1_count must be an integer >= 0, got {stage1_count!r}")
     params["stage1_count"] = stage1_count
@@ -230,7 +292,7 @@ def build_demo(
     with FileLock(str(root.parent / f".{root.name}.lock")):
         if read_demo_params(root) == params:  # another process finished it while we waited
             return root
-        _check_replaceable(root)
+        _check_replaceable(root, difficulty)
         building = root.parent / f".{root.name}.building"
         old = root.parent / f".{root.name}.old"
         for leftover in (building, old):  # from an interrupted build
@@ -240,7 +302,7 @@ def build_demo(
         (building / STARTED_MARKER).write_text("")
         for category in params["categories"]:
             _build_category(building / category, category, image_size, train_count, test_good_count,
-                            test_defect_count, seed)
+                            params["test_defect_count"], seed, difficulty)
         if stage1_count:
             _build_stage1(building / STAGE1_FOLDER, image_size, stage1_count, seed)
         (building / COMPLETE_MARKER).write_text(json.dumps(params, indent=1))
@@ -253,6 +315,14 @@ def build_demo(
     return root
 
 
+def build_demo_kind(kind: str, root: Path | str) -> Path:
+    """Build (or reuse) the default build of the demo dataset kind `kind` ("demo", "demo_hard") in `root`: what a
+    study uses, on the driver and on every node that lacks it. ValueError for a kind that is not a demo."""
+    if kind not in DEMO_KINDS:
+        raise ValueError(f"dataset kind {kind!r} is not a demo; demo kinds: {', '.join(DEMO_KINDS)}")
+    return build_demo(root, difficulty=DEMO_KINDS[kind])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the demo anomaly-detection dataset (MVTec layout).")
     parser.add_argument("root", type=Path)
@@ -260,14 +330,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--train-count", type=int, default=60)
     parser.add_argument("--test-good-count", type=int, default=20)
-    parser.add_argument("--test-defect-count", type=int, default=25)
+    parser.add_argument("--test-defect-count", type=int, default=None,
+                        help=f"defect test images per category (default {DEFECT_IMAGES_PER_TYPE} per defect type)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stage1-count", type=int, default=STAGE1_COUNT, help="general photographs for stage 1")
+    parser.add_argument("--difficulty", default="easy", choices=tuple(DIFFICULTIES),
+                        help="easy (dataset kind demo) or hard (demo_hard: subtle defects, same normal images)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     root = build_demo(args.root, args.categories, args.image_size, args.train_count, args.test_good_count,
-                      args.test_defect_count, args.seed, args.stage1_count)
-    print(f"demo dataset ready in {root} ({time.perf_counter() - start:.1f} s)")
+                      args.test_defect_count, args.seed, args.stage1_count, args.difficulty)
+    print(f"{args.difficulty} demo dataset ready in {root} ({time.perf_counter() - start:.1f} s)")
     return 0
 
 

@@ -30,7 +30,8 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
                         "a trial asks for a resource no node has for this many minutes (0: wait for ever)")
     parser.add_argument("--preset", default="small", help=f"DSR preset: {', '.join(PRESETS)} (default small)")
     parser.add_argument("--dataset", default="demo", choices=DATASET_KINDS)
-    parser.add_argument("--data", metavar="PATH", help="dataset root (default for demo: data/demo, built on use)")
+    parser.add_argument("--data", metavar="PATH", help="dataset root (default for demo, demo_hard: data/<kind>, "
+                        "built on use)")
     parser.add_argument("--categories", nargs="+", metavar="C", help="categories (default: the study's choice; "
                         "`all`: every category of the dataset, e.g. the 15 of MVTec AD for the paper's tables)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per configuration (0..N-1)")

@@ -9,24 +9,35 @@ from pathlib import Path
 
 from studies.runner.study import Study, StudyError
 
-DEFAULT_DEMO_ROOT = Path(__file__).resolve().parents[2] / "data" / "demo"
+DATA_FOLDER = Path(__file__).resolve().parents[2] / "data"  # where the demo kinds are built by default
+
+
+def default_demo_root(kind: str) -> Path:
+    """Where a study without --data builds (or finds) the demo dataset kind `kind`: data/<kind> in the repository."""
+    return DATA_FOLDER / kind
+
+
+DEFAULT_DEMO_ROOT = default_demo_root("demo")
 
 
 def resolve_data(args: argparse.Namespace, study: Study) -> tuple[str, list[str]]:
     """The dataset root and categories, checked: a clear error for a missing path or unknown category."""
-    from dsr.data import build_demo, list_categories
+    from dsr.data import build_demo_kind, is_demo_kind, list_categories
 
     from studies.runner.storage import is_remote
 
-    if args.dataset == "demo" and not args.data:
-        root = str(DEFAULT_DEMO_ROOT.resolve())
+    if is_demo_kind(args.dataset) and not args.data:
+        root = str(default_demo_root(args.dataset).resolve())
     elif not args.data:
         raise StudyError(f"--data is required for --dataset {args.dataset}")
     else:  # a URI (s3://...) stays one: every node syncs it into its own cache
         root = args.data if is_remote(args.data) else str(Path(args.data).resolve())
     local = local_data(root)
-    if args.dataset == "demo":
-        build_demo(local)
+    if is_demo_kind(args.dataset):  # demo, demo_hard: built offline where missing
+        try:
+            build_demo_kind(args.dataset, local)
+        except ValueError as error:
+            raise StudyError(f"--data {root} for --dataset {args.dataset}: {error}") from error
     elif not Path(local).exists():
         raise StudyError(f"--data {args.data}: no such folder")
     try:
@@ -102,4 +113,5 @@ def _try_decode(dataset, index: int) -> str | None:
     return None
 
 
-__all__ = ["DEFAULT_DEMO_ROOT", "check_data", "local_data", "resolve_data", "test_sets_have_masks"]
+__all__ = ["DEFAULT_DEMO_ROOT", "check_data", "default_demo_root", "local_data", "resolve_data",
+           "test_sets_have_masks"]

@@ -53,11 +53,12 @@ def skeleton(uri: str, flag: str) -> Iterator[Path]:
 
 def guess_kind(root: Path) -> str | None:
     """The dataset kind a tree's layout looks like (None: none of them)."""
-    from dsr.data.demo import COMPLETE_MARKER
+    from dsr.data.demo import demo_kind
     from dsr.data.layout import looks_like_category, subfolders
 
-    if (root / COMPLETE_MARKER).is_file():
-        return "demo"
+    kind = demo_kind(root)  # demo or demo_hard, from the build's marker (read by the skeleton)
+    if kind is not None:
+        return kind
     if any(looks_like_category(p) for p in subfolders(root)):
         return "mvtec"
     if looks_like_category(root) or (root / "good").is_dir():

@@ -8,7 +8,8 @@
 - `local_dataset`: `--data s3://...` (and `--stage1-data s3://...`) is synced once per node into a local cache
   (under a file lock, checked non-empty); a plain path is used as it is. `local_file` does the same for one file
   (`--stage1-checkpoint s3://...`).
-- `node_demo_root`: the default demo dataset on a node that is not the driver's: built into the node's cache.
+- `node_demo_root`: a demo dataset (kind demo or demo_hard) on a node that is not the driver's: built into the
+  node's cache.
 """
 
 from __future__ import annotations
@@ -184,16 +185,17 @@ def local_file(data: str, cache_dir: str | os.PathLike[str] | None = None) -> st
     return str(target)
 
 
-def node_demo_root(root: str) -> str:
-    """Where this node finds the demo dataset `root` names: `root` itself when the demo is built there (the
-    driver's node, or a folder every node mounts), else a copy this node builds into its own cache (the build is
-    deterministic: the same images on every node), never a path that only exists on the driver's machine."""
-    from dsr.data.demo import build_demo, read_demo_params
+def node_demo_root(root: str, kind: str = "demo") -> str:
+    """Where this node finds the demo dataset of `kind` ("demo", "demo_hard": `dsr.data.DEMO_KINDS`) that `root`
+    names: `root` itself when that kind is built there (the driver's node, or a folder every node mounts), else a
+    copy this node builds into its own cache, `<cache>/<kind>` (the build is deterministic: the same images on
+    every node), never a path that only exists on the driver's machine."""
+    from dsr.data.demo import build_demo_kind, demo_kind
 
-    if read_demo_params(root) is not None:
+    if demo_kind(root) == kind:
         return str(root)
-    local = default_cache_dir() / "demo"
-    build_demo(local)
+    local = default_cache_dir() / kind
+    build_demo_kind(kind, local)
     return str(local)
 
 

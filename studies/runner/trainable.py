@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from dsr.data import build_demo
+from dsr.data import build_demo_kind, is_demo_kind
 from dsr.evaluation.evaluate import evaluate_model
 from dsr.evaluation.records import EvaluationRecords, evaluate_with_records, test_image_name
 from dsr.evaluation.split import subset_indices
@@ -51,8 +51,8 @@ def dsr_trial(trial: dict[str, Any], settings: RunSettings) -> None:
     config = resolve_config(trial)
     key = stage1_key(config, settings, trial)  # from the data root as given (a URI is the same on every node)
     trial = local_trial(trial)  # --data s3://...: synced once into this node's cache
-    if trial["dataset"] == "demo":
-        build_demo(trial["data_root"])  # idempotent and locked: every node builds (or finds) its own copy
+    if is_demo_kind(trial["dataset"]):  # demo, demo_hard: idempotent and locked, every node builds or finds its own
+        build_demo_kind(trial["dataset"], trial["data_root"])
     state = tune_io.restored_state()
     if state is tune_io.FINISHED:
         return  # finished before a restart: its final result is already recorded

@@ -17,7 +17,7 @@ import torch
 
 from dsr.anomalies import make_strategy
 from dsr.config import DSRConfig, preset
-from dsr.data import build_dataset, list_categories, load_all
+from dsr.data import build_dataset, is_demo_kind, list_categories, load_all
 from dsr.data.demo import demo_stage1_folder
 from dsr.protocol import evaluation_crop
 from dsr.training.loop import per_stage_interval
@@ -114,13 +114,13 @@ def data_fingerprint(root: str | Path) -> str:
 
 
 def local_trial(trial: dict[str, Any]) -> dict[str, Any]:
-    """The trial with its data on this node: a `--data s3://...` root synced once into the node's cache; the
-    demo at the driver's path, or built into this node's cache where that path does not hold it."""
+    """The trial with its data on this node: a `--data s3://...` root synced once into the node's cache; a demo
+    kind (demo, demo_hard) at the driver's path, or built into this node's cache where that path does not hold it."""
     from studies.runner.storage import is_remote, local_dataset, node_demo_root
 
     if not is_remote(str(trial.get("data_root", ""))):
-        if trial.get("dataset") == "demo" and trial.get("data_root"):
-            return {**trial, "data_root": node_demo_root(trial["data_root"])}
+        if is_demo_kind(trial.get("dataset")) and trial.get("data_root"):
+            return {**trial, "data_root": node_demo_root(trial["data_root"], trial["dataset"])}
         return trial
     return {**trial, "data_root": local_dataset(trial["data_root"])}
 
@@ -136,7 +136,7 @@ def train_images(trial: dict[str, Any], config: DSRConfig) -> torch.Tensor:
 
 def stage1_images(trial: dict[str, Any], config: DSRConfig, settings: RunSettings) -> torch.Tensor:
     """Stage-1 training images: a user folder of images, else the normal train images of every category of the
-    dataset (at most STAGE1_MAX_IMAGES, spread evenly over categories), plus, for the demo, its folder of general
+    dataset (at most STAGE1_MAX_IMAGES, spread evenly over categories), plus, for the demos, their folder of general
     photographs. The paper trains stage 1 once on ImageNet so that its codebook can represent what the object
     categories never show (a green stain on grey gravel): an anomaly the general decoder cannot reconstruct cannot
     be detected. Without extra data, all categories together are the closest stand-in a study has."""
@@ -152,7 +152,7 @@ def stage1_images(trial: dict[str, Any], config: DSRConfig, settings: RunSetting
         keep = torch.linspace(0, len(dataset.samples) - 1, min(per_category, len(dataset.samples))).long()
         dataset.samples = tuple(dataset.samples[int(i)] for i in keep.unique())
         images.append(load_all(dataset, progress=False).images)
-    photos = demo_stage1_folder(trial["data_root"]) if trial["dataset"] == "demo" else None
+    photos = demo_stage1_folder(trial["data_root"]) if is_demo_kind(trial["dataset"]) else None
     if photos is not None:  # the demo's stand-in for ImageNet: a codebook that can express the anomalies
         images.append(_folder_images(photos, config))
     return torch.cat(images)

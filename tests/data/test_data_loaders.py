@@ -273,7 +273,7 @@ def test_ksdd2_errors(ksdd2_root: Path) -> None:
 
 
 def test_build_dataset_dispatch_and_errors(mvtec_root: Path, tmp_path: Path) -> None:
-    assert DATASET_KINDS == ("mvtec", "ksdd2", "folder", "demo")
+    assert DATASET_KINDS == ("mvtec", "ksdd2", "folder", "demo", "demo_hard")
     assert list_categories("mvtec", mvtec_root) == ["bottle", "carpet"]
     data = build_dataset("mvtec", mvtec_root, "carpet", "test", image_size=8, channel_order="bgr")
     assert len(data) == 4 and data.channel_order == "bgr" and data.image_size == 8
@@ -287,6 +287,8 @@ def test_build_dataset_dispatch_and_errors(mvtec_root: Path, tmp_path: Path) -> 
         build_dataset("folder", mvtec_root / "bottle", "carpet")
     with pytest.raises(FileNotFoundError, match="no finished demo dataset"):
         build_dataset("demo", mvtec_root, "bottle")
+    with pytest.raises(FileNotFoundError, match="no finished demo_hard dataset.*--difficulty hard"):
+        build_dataset("demo_hard", mvtec_root, "bottle")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="no category folders"):
