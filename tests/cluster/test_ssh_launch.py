@@ -64,8 +64,11 @@ UPLOAD = """
 import sys, boto3
 from pathlib import Path
 s3, folder = boto3.client("s3"), Path(sys.argv[1])
+files = sorted(p for p in folder.rglob("*") if p.is_file())
+if not files:  # e.g. a folder under this machine's /tmp, which the client does not see
+    sys.exit(f"nothing to upload under {folder}")
 s3.create_bucket(Bucket=sys.argv[2])
-for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+for path in files:
     s3.upload_file(str(path), sys.argv[2], f"{sys.argv[3]}/{path.relative_to(folder).as_posix()}")
 """
 
@@ -152,15 +155,15 @@ def test_cluster_launch_over_ssh_runs_both_studies_on_both_hosts_then_tears_down
         pytest.fail(missing)
 
     cpus = int(ray._private.utils.get_num_cpus())  # what `ray start` finds on each host: one trial per node
-    parts = tmp_path / "mvtec"
-    for category in CATEGORIES:
-        make_category(parts / category)
     (tmp_path / "hosts").mkdir()
     with private_network() as network, s3_host(network) as s3:
         env = {**s3.env, "PYTHONPATH": str(PROJECT_DIR)}
         with ssh_hosts(network, 2, tmp_path / "hosts", env=s3.env) as hosts:
-            uploaded = hosts.run_client([sys.executable, "-c", UPLOAD, str(parts), BUCKET, "mvtec"], env=env,
-                                        timeout=120)
+            parts = hosts.client_tmp / "mvtec"  # the client's /tmp is its own: tmp_path may lie under ours
+            for category in CATEGORIES:
+                make_category(parts / category)
+            uploaded = hosts.run_client([sys.executable, "-c", UPLOAD, hosts.client_path(parts), BUCKET, "mvtec"],
+                                        env=env, timeout=120)
             assert uploaded.returncode == 0, uploaded.stderr[-3000:]
             config = cluster_file(hosts, f"dsr-test-{secrets.token_hex(3)}")
             path = _write_cluster_file(hosts, config)
