@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     types = [s.defect_type for s in test.samples]
     metrics = metrics_from_predictions(scores, maps, labels, masks)
     normal = np.array(types) == "good"
-    result = {"dataset": args.dataset, "category": args.category, "set": overrides, "seed": config.seed, "train_seconds": round(seconds),
+    result = {"dataset": args.dataset, "category": args.category, "set": overrides, "seed": config.seed,
+              "train_seconds": round(seconds),
               "focal": curve, "image_auroc": round(100 * metrics["image_auroc"], 1),
               "normal_scores": [round(float(scores[normal].min()), 3), round(float(scores[normal].max()), 3)],
               "per_defect": {d: {k: round(100 * v, 1) for k, v in m.items()}

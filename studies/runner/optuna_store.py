@@ -51,8 +51,9 @@ def optuna_search(args: argparse.Namespace, space: Any, points_to_evaluate: list
     journal = getattr(args, "optuna_journal", None)
     if journal and Path(journal).is_file() and Path(journal).stat().st_size:
         points_to_evaluate = None  # the stored study already holds them
-    return OptunaSearch(points_to_evaluate=points_to_evaluate, space=space, metric=metrics if len(metrics) > 1 else metrics[0],
-                        mode=[MODE] * len(metrics) if len(metrics) > 1 else MODE,
+    several = len(metrics) > 1  # multi-objective: lists of metrics and modes
+    return OptunaSearch(points_to_evaluate=points_to_evaluate, space=space,
+                        metric=metrics if several else metrics[0], mode=[MODE] * len(metrics) if several else MODE,
                         storage=optuna_storage(journal) if journal else None,
                         study_name=getattr(args, "optuna_study_name", None))
 
