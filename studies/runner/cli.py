@@ -39,6 +39,9 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
     parser.add_argument("--name", default=None, help="experiment name (a folder under --storage)")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
     parser.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed, e.g. 0.5")
+    parser.add_argument("--stage1-cpus", type=float, default=0.0, help="CPUs for each model of the stage-1 "
+                        "phase (0: on CPUs, the cluster's CPUs shared among the phase's models, so a study with "
+                        "one stage 1 uses the whole machine; at least --cpus-per-trial)")
     parser.add_argument("--max-concurrent", type=int, default=0, help="trials at once (0: as resources allow)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment of this name")
     parser.add_argument("--max-failures", type=int, default=3, help="retries of a failed trial (from checkpoint)")
@@ -82,7 +85,7 @@ def check_options(args: argparse.Namespace) -> None:
         raise StudyError(f"--search-fraction must lie in (0, 1), got {args.search_fraction}")
     if args.attach and not args.cluster:
         raise StudyError("--attach follows a study on a --cluster FILE: give the cluster file too")
-    for option in ("report_every", "checkpoint_every", "checkpoint_minutes"):
+    for option in ("report_every", "checkpoint_every", "checkpoint_minutes", "stage1_cpus"):
         if getattr(args, option) < 0:
             raise StudyError(f"--{option.replace('_', '-')} must be >= 0, got {getattr(args, option)}")
     if getattr(args, "repeats", 1) < 1:

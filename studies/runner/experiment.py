@@ -17,8 +17,8 @@ SPLIT_FILE = "test_split.json"
 PLACE_OPTIONS = {"cluster", "address", "storage", "name", "resume", "dry_run", "down", "attach",
                  "placement_timeout", "optuna_journal", "optuna_study_name"}
 # What a resumed experiment can take on: the trainable is re-wrapped with new resources and intervals.
-RESUMABLE_OPTIONS = {"cpus_per_trial", "gpus_per_trial", "report_every", "checkpoint_every", "checkpoint_minutes",
-                     "no_report", "tracker", "tracking_uri"}
+RESUMABLE_OPTIONS = {"cpus_per_trial", "gpus_per_trial", "stage1_cpus", "report_every", "checkpoint_every",
+                     "checkpoint_minutes", "no_report", "tracker", "tracking_uri"}
 
 
 def experiment_dir(storage: str, name: str) -> str:

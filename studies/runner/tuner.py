@@ -13,6 +13,7 @@ from ray import tune
 from studies.runner import stage1
 from studies.runner.callbacks import run_callbacks
 from studies.runner.objective import search_metrics
+from studies.runner.placement import alive_node_resources
 from studies.runner.optuna_store import journal_sync, local_journal
 from studies.runner.repeats import RepeatedSearch, repeat_runs
 from studies.runner.experiment import experiment_dir, save_study_options
@@ -143,8 +144,12 @@ def run_stage1_phase(jobs: dict[str, dict[str, Any]], args: argparse.Namespace, 
         return {}
     print(f"stage 1: training {len(todo)} stage-1 model(s) ({', '.join(todo)}) before the study's trials",
           flush=True)
-    resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}  # as every trial (more CPUs measured
-    # no faster for the small preset's stage 1 on a 2-core machine: 1 min 52 s on two against 1 min 38 s on one)
+    node_cpus = [node.get("CPU", 0.0) for node in alive_node_resources()]
+    cpus = stage1.phase_cpus(len(todo), args.cpus_per_trial, args.gpus_per_trial,
+                             getattr(args, "stage1_cpus", 0.0), node_cpus)
+    if cpus != args.cpus_per_trial:
+        print(f"stage 1: {cpus:g} CPUs for each stage-1 model (--stage1-cpus)", flush=True)
+    resources = {"cpu": cpus, "gpu": args.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(stage1.stage1_trial, settings=settings, jobs=jobs),
                                     resources)
     space = {"stage1_key": tune.grid_search(sorted(jobs))}  # every key: the same space when resumed

@@ -88,3 +88,24 @@ def test_planning_walks_each_data_root_once(tmp_path: Path, monkeypatch: pytest.
     jobs = stage1.plan(points, _settings(tmp_path, "grid"))
     assert sorted(walked) == [str(tmp_path / "a"), str(tmp_path / "b")]
     assert len(jobs) == 4  # two roots x two seeds: the variant is a stage-2 choice
+
+
+@pytest.mark.parametrize("models, node_cpus, expected", [
+    (1, [2.0], 2.0),  # the default study on a 2-core laptop: its one stage 1 takes both cores
+    (1, [16.0], 16.0),
+    (3, [2.0], 1.0),  # more models than cores: each keeps a main trial's share
+    (2, [5.0], 2.0),  # shares are whole CPUs
+    (1, [4.0, 4.0], 4.0),  # a trial runs on one node: at most one node's CPUs
+    (3, [4.0, 4.0], 2.0),
+    (1, [0.0], 1.0),  # a head without CPUs for trials (its workers not up yet): never below the trials' share
+])
+def test_a_cpu_phase_shares_the_clusters_cpus_among_its_models(models: int, node_cpus: list[float],
+                                                                expected: float) -> None:
+    assert stage1.phase_cpus(models, 1.0, 0.0, 0.0, node_cpus) == expected
+
+
+def test_a_given_stage1_cpus_or_a_gpu_phase_keeps_its_share() -> None:
+    assert stage1.phase_cpus(1, 1.0, 0.0, 1.0, [8.0]) == 1.0  # --stage1-cpus 1: the old behaviour, on request
+    assert stage1.phase_cpus(1, 1.0, 0.0, 3.0, [8.0]) == 3.0
+    assert stage1.phase_cpus(1, 4.0, 1.0, 0.0, [8.0]) == 4.0  # GPU trials: the GPU does the work
+    assert stage1.phase_cpus(1, 2.0, 0.0, 0.0, [8.0, 1.0]) == 8.0

@@ -114,6 +114,22 @@ def test_the_command_line_reaches_the_trials(study) -> None:
     assert all(r.get("checkpoint_dir_name") for r in stage1)
 
 
+def test_the_stage1_phase_uses_every_cpu_of_the_machine(study) -> None:
+    """The study has one stage-1 model: the phase gives it all the embedded Ray's CPUs, not a main trial's one
+    (issue: the other cores idled through the default study's longest single step)."""
+    import json
+
+    run, code, experiment, _ = study
+    assert code == 0, run.output_tail()
+    cluster_cpus = json.loads((experiment / "provenance.json").read_text())["runs"][0]["cluster_resources"]["CPU"]
+    (phase,) = read_results(experiment / "stage1").values()
+    assert phase[0]["cpus"] == float(int(cluster_cpus)) >= 1.0
+    if int(cluster_cpus) > 1:
+        assert "CPUs for each stage-1 model" in run.stdout
+    for rows in read_results(experiment).values():
+        assert rows[0]["cpus"] == 1.0  # the main trials keep --cpus-per-trial
+
+
 def phase_end(experiment) -> int:
     return max(r["timestamp"] for rows in read_results(experiment / "stage1").values() for r in rows)
 
