@@ -76,7 +76,7 @@ def run_study(study: Study, argv: list[str] | None = None) -> int:
         test_split = (search_split(study, args, plan.data_root, plan.categories, plan.experiment)
                       if plan.count == 0 or study.split_test else None)
         errors = run_tuner(study, args, plan.space, plan.categories, plan.name, test_split)
-    except StudyError as error:  # raised only before the tuner starts (e.g. --address unreachable)
+    except StudyError as error:  # before the main trials start (--address unreachable, stage 1 interrupted)
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not args.no_report:

@@ -168,8 +168,12 @@ def run_stage1_phase(jobs: dict[str, dict[str, Any]], args: argparse.Namespace, 
             failed[key] = str(result.error).strip().splitlines()[-1]
             stage1.record_failure(settings, key, failed[key])
             print(f"stage 1 {key} failed: {failed[key]}", flush=True)
-        elif key:
+        elif key and stage1.has_latent(settings, key):
             stage1.publish(settings, key)  # one stage 1 for every later study under this storage root
+    unfinished = [key for key in todo if key not in failed and not stage1.has_latent(settings, key)]
+    if unfinished:  # the phase was stopped (Ctrl-C): main trials would only fail for want of their stage 1
+        raise StudyError(f"the stage-1 phase stopped before {', '.join(unfinished)} finished (interrupted?); "
+                         f"nothing trained is lost: continue with --resume")
     return failed
 
 

@@ -122,3 +122,45 @@ def test_resume_after_the_driver_is_killed_reruns_nothing_finished(start_study, 
     phase = read_results(experiment / "stage1")
     assert len(phase) == 1 and "stage 1: training" not in second.stdout
     assert {r.get("stage1_source") for rows in after.values() for r in rows if r["stage"] == "stage1"} == {"loaded"}
+
+
+STAGE1_LONG = 1500  # tiny stage-1 steps: about 10 s on an idle 2-core machine, long enough to be interrupted
+
+
+def _stage1_checkpointed(experiment: Path) -> dict | None:
+    """The stage-1 phase's last result once it has a checkpoint and trained past it."""
+    for rows in read_results(experiment / "stage1").values():
+        checkpointed = [r for r in rows if r.get("checkpoint_dir_name") and r["stage"] == "stage1"]
+        if checkpointed and rows[-1]["stage_iteration"] > checkpointed[0]["stage_iteration"]:
+            return rows[-1]
+    return None
+
+
+def test_ctrl_c_during_stage1_stops_the_study_and_resume_goes_on_from_its_checkpoint(start_study,
+                                                                                    tmp_path: Path) -> None:
+    """Ctrl-C in the stage-1 phase ends the study with one line saying how to go on, before any main trial
+    starts (they would only fail for want of their stage 1); --resume continues stage 1 from its checkpoint."""
+    storage = tmp_path / "storage"
+    args = ["--preset", "tiny", "--variants", "DSR", "--storage", str(storage), "--no-report", "--set",
+            f"stage1_iterations={STAGE1_LONG}", "--set", "stage2_iterations=10", "--set", "stage3_iterations=5",
+            "--checkpoint-every", "20", "--report-every", "10"]
+    run = start_study("ablation", args)
+    experiment = storage / "ablation"
+    wait_until(lambda: _stage1_checkpointed(experiment), 300, run, "a stage-1 checkpoint", poll_s=0.05)
+    os.kill(run.proc.pid, signal.SIGINT)  # what Ctrl-C sends to the driver
+    assert run.wait(timeout=90) == 2, run.output_tail()
+    (line,) = error_lines(run.stderr)
+    assert "stage-1 phase stopped" in line and "--resume" in line, line
+    assert read_results(experiment) == {}  # no main trial started
+    (before,) = read_results(experiment / "stage1").values()
+    assert before[-1]["stage_iteration"] < STAGE1_LONG
+
+    second = start_study("ablation", [*args, "--resume"])
+    assert second.wait(timeout=600) == 0, second.output_tail()
+    (after,) = read_results(experiment / "stage1").values()
+    new_rows = after[len(before):]
+    checkpoints = [r["stage_iteration"] for r in before if r.get("checkpoint_dir_name")]
+    assert new_rows[0]["stage_iteration"] == max(checkpoints) + 10  # went on from its last checkpoint
+    assert after[-1]["stage"] == "done"
+    trials = read_results(experiment)
+    assert len(trials) == 1 and all(is_done(rows) for rows in trials.values())
