@@ -41,8 +41,9 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
     parser.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed, e.g. 0.5")
     parser.add_argument("--stage1-cpus", type=float, default=0.0, help="CPUs for each model of the stage-1 "
                         "phase (0: on CPUs, the cluster's CPUs shared among the phase's models, so a study with "
-                        "one stage 1 uses the whole machine; at least --cpus-per-trial). On a machine busy with other work give 1: "
-                        "threads that wait for each other lose more than one thread does when the cores are taken")
+                        "one stage 1 uses the whole machine; at least --cpus-per-trial). On a machine busy with "
+                        "other work give 1: threads that wait for each other lose more than one thread does when "
+                        "the cores are taken")
     parser.add_argument("--max-concurrent", type=int, default=0, help="trials at once (0: as resources allow)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment of this name")
     parser.add_argument("--max-failures", type=int, default=3, help="retries of a failed trial (from checkpoint)")
