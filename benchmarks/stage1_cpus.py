@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -88,7 +89,9 @@ def process_worker(rank: int, world: int, port: int, preset_name: str, warmup: i
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         model, images, generator, batch = _stage1_setup(preset_name, 0, rank)
-        latent = DistributedDataParallel(model.latent, broadcast_buffers=False)
+        with warnings.catch_warnings():  # torch 2.14 deprecates the name, not the behaviour we need (no buffer sync)
+            warnings.simplefilter("ignore", FutureWarning)
+            latent = DistributedDataParallel(model.latent, broadcast_buffers=False)
         optimizer = torch.optim.Adam(latent.parameters(), lr=1e-3)
         share = max(1, batch // world)
 
