@@ -105,7 +105,7 @@ def build_local_report(results_dir: str | Path, out_dir: str | Path | None = Non
         f"Source: `{results_dir}` ({len(trials.attrs.get('experiments', []))} experiment(s): "
         f"{', '.join(trials.attrs.get('experiments', []))}). Generated {_dt.datetime.now():%Y-%m-%d %H:%M}.",
         "",
-        _headline(expected, done, stopped, missing),
+        _headline(expected, done, stopped, missing, sum(t.duplicates_dropped for t in tables)),
         "",
         "Values are percent. A table cell is the mean over categories, averaged over the seeds whose every "
         "category finished; ± is the sample standard deviation (ddof=1) over those seeds, \"(n/m seeds)\" says "
@@ -129,12 +129,16 @@ def build_local_report(results_dir: str | Path, out_dir: str | Path | None = Non
     return report
 
 
-def _headline(expected: int, done: int, stopped: int, missing: int) -> str:
-    """The report's first line about the trials: done, stopped early by a scheduler (by design), missing."""
+def _headline(expected: int, done: int, stopped: int, missing: int, reruns: int = 0) -> str:
+    """The report's first line about the trials: done, stopped early by a scheduler (by design), missing; and the
+    trials that ran a cell (configuration, category, seed) already run, so that the count matches Tune's."""
     parts = [f"{done} of {expected} trials done" if done < expected else f"All {expected} trials done"]
     if stopped:
         parts.append(f"{stopped} stopped early by the scheduler (by design: see the search section)")
     line = ", ".join(parts) + "."
+    if reruns:
+        line += (f" {reruns} more ran a configuration, category and seed already run (a rerun, or a search that "
+                 f"drew the same configuration again; the latest finished one is used): {expected + reruns} in all.")
     return f"{line} **{missing} missing.**" if missing else line
 
 

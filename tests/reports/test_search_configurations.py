@@ -55,6 +55,15 @@ def test_stopped_trials_are_not_missing_in_the_headline_or_the_tables() -> None:
     assert _headline(4, 4, 0, 0) == "All 4 trials done."
 
 
+def test_the_headline_counts_a_configuration_the_search_drew_twice() -> None:
+    """A search that drew one configuration twice ran 36 trials for 33 cells: the headline says both, so that it
+    agrees with Tune's count and the search section's."""
+    line = _headline(33, 14, 19, 0, reruns=3)
+    assert line.startswith("14 of 33 trials done, 19 stopped early") and "3 more ran a configuration" in line
+    assert "36 in all" in line and "missing" not in line
+    assert "more ran" not in _headline(33, 14, 19, 0)
+
+
 def test_labels_round_numbers_unless_that_would_merge_two_conditions() -> None:
     assert round_numbers("similarity_bound=0.14822078559090424") == "similarity_bound=0.148"
     assert round_numbers("uniform(low=0.5, high=1.0), K=4096") == "uniform(low=0.5, high=1), K=4096"
