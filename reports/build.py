@@ -117,7 +117,9 @@ def build_local_report(results_dir: str | Path, out_dir: str | Path | None = Non
         "95% CI: a bootstrap interval (scipy.stats.bootstrap, percentile) resampling each category's test images "
         "(normal and anomalous separately) and, with several seeds, the seeds; pixel AP resamples a stored "
         "subsample of each image's pixels. \"vs X\": the paired bootstrap of the difference to the baseline X on "
-        "the same resampled images and seeds, * where its interval excludes 0 (a difference beyond the noise). "
+        "the same resampled images and seeds, * where its interval excludes 0 (a difference beyond the noise); "
+        "\"(fewer seeds)\" instead where the row finished fewer seeds than the baseline (e.g. a search's repeats "
+        "stopped early): its interval then rests on those seeds' images alone and is never starred. "
         f"{MISSING} where the trials saved no per-image records. " + _crop_sentence(trials),
         "",
     ]

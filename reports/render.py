@@ -34,11 +34,13 @@ def format_interval(low: float, high: float) -> str:
     return MISSING if _nan(low) or _nan(high) else f"[{low:.1f}, {high:.1f}]"
 
 
-def format_comparison(delta: float, low: float, high: float, significant: Any) -> str:
-    """"-2.1 [-4.0, -0.3] *": the paired difference to the baseline, its interval, * when it excludes 0."""
+def format_comparison(delta: float, low: float, high: float, significant: Any, fewer_seeds: Any = False) -> str:
+    """"-2.1 [-4.0, -0.3] *": the paired difference to the baseline, its interval, * when it excludes 0;
+    "(fewer seeds)" instead of * when the condition finished fewer seeds than the baseline."""
     if _nan(delta) or _nan(low):
         return MISSING
-    return f"{delta:+.1f} [{low:+.1f}, {high:+.1f}]" + (" *" if significant else "")
+    mark = " (fewer seeds)" if not _nan(fewer_seeds) and bool(fewer_seeds) else (" *" if significant else "")
+    return f"{delta:+.1f} [{low:+.1f}, {high:+.1f}]" + mark
 
 
 def format_delta(delta: float) -> str:
@@ -179,7 +181,8 @@ def _cell(row: pd.Series, metric: str) -> str:
 
 def _comparisons(summary: pd.DataFrame, metric: str) -> list[str]:
     return [format_comparison(r[f"{metric}_vs_base"], r[f"{metric}_vs_base_low"], r[f"{metric}_vs_base_high"],
-                              r[f"{metric}_vs_base_sig"]) for _, r in summary.iterrows()]
+                              r[f"{metric}_vs_base_sig"], r.get(f"{metric}_vs_base_fewer_seeds", False))
+            for _, r in summary.iterrows()]
 
 
 def _trial_counts(summary: pd.DataFrame) -> list[str]:

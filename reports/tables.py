@@ -185,7 +185,7 @@ def add_intervals(summary: pd.DataFrame, done: pd.DataFrame, conditions: tuple[s
     base_frame = _select(done, {c: base_key[c] for c in conditions}) if base_key is not None else None
     for metric in metrics:
         columns = {f"{metric}_{suffix}": [] for suffix in ("ci_low", "ci_high", "vs_base", "vs_base_low",
-                                                           "vs_base_high", "vs_base_sig")}
+                                                           "vs_base_high", "vs_base_sig", "vs_base_fewer_seeds")}
         for _, row in summary.iterrows():
             frame = _select(done, {c: row[c] for c in conditions})
             cell = cell_interval(frame, records, categories, metric, row[metric]) if records else None
@@ -197,7 +197,11 @@ def add_intervals(summary: pd.DataFrame, done: pd.DataFrame, conditions: tuple[s
             columns[f"{metric}_vs_base"].append(diff_value if diff else math.nan)
             columns[f"{metric}_vs_base_low"].append(diff.low if diff else math.nan)
             columns[f"{metric}_vs_base_high"].append(diff.high if diff else math.nan)
-            columns[f"{metric}_vs_base_sig"].append(diff.excludes_zero() if diff else None)
+            # a condition with fewer finished seeds than the baseline (a search's stopped repeats) rests on the
+            # images of those seeds alone: its interval is shown but never called beyond the noise
+            fewer = bool(diff) and int(row[f"{metric}_n_seeds"]) < int(base_key[f"{metric}_n_seeds"])
+            columns[f"{metric}_vs_base_sig"].append((diff.excludes_zero() and not fewer) if diff else None)
+            columns[f"{metric}_vs_base_fewer_seeds"].append(fewer)
         for name, values in columns.items():
             summary[name] = values
     return base
