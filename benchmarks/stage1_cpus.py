@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from tabulate import tabulate
 
+from dsr.provenance import cpu_model
+
 
 def matmul_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
     """fp32 matmul throughput at `threads` torch threads (best of `repeats`)."""
@@ -163,8 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = [[name, f"{1000 * statistics.median(values):.1f}",
              f"{1000 * min(values):.1f}–{1000 * max(values):.1f}", f"{baseline / statistics.median(values):.2f}"]
             for name, values in times.items()]
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               "unknown CPU") if os.path.exists("/proc/cpuinfo") else "unknown CPU"
+    cpu = cpu_model()
     print(f"{cpu}, {os.cpu_count()} CPUs; fp32 matmul 2048²: " +
           ", ".join(f"{value:.0f} GFLOP/s on {threads} thread(s)" for threads, value in gflops.items()))
     print(f"stage-1 step, preset {args.preset}, {args.steps} steps x {args.rounds} rounds (in turn):")

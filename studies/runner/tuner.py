@@ -161,7 +161,7 @@ def run_stage1_phase(jobs: dict[str, dict[str, Any]], args: argparse.Namespace, 
         tuner = tune.Tuner(trainable, param_space=space,
                            tune_config=tune.TuneConfig(max_concurrent_trials=args.max_concurrent or None),
                            run_config=_run_config(args, experiment, stage1.PHASE))
-    failed = {}
+    failed, trained = {}, set()
     for result in tuner.fit():
         key = (result.config or {}).get("stage1_key")
         if result.error is not None and key:
@@ -170,7 +170,8 @@ def run_stage1_phase(jobs: dict[str, dict[str, Any]], args: argparse.Namespace, 
             print(f"stage 1 {key} failed: {failed[key]}", flush=True)
         elif key and stage1.has_latent(settings, key):
             stage1.publish(settings, key)  # one stage 1 for every later study under this storage root
-    unfinished = [key for key in todo if key not in failed and not stage1.has_latent(settings, key)]
+            trained.add(key)
+    unfinished = [key for key in todo if key not in failed and key not in trained]
     if unfinished:  # the phase was stopped (Ctrl-C): main trials would only fail for want of their stage 1
         raise StudyError(f"the stage-1 phase stopped before {', '.join(unfinished)} finished (interrupted?); "
                          f"nothing trained is lost: continue with --resume")
