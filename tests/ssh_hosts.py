@@ -70,8 +70,18 @@ chmod 600 /root/.ssh/authorized_keys
 cd /
 exec "$SSHD_BIN" -D -e -f /run/sshd/host/sshd_config
 """
-# Run in the client's new mount namespace: /tmp is the test's folder $DSR_CLIENT_TMP.
-_CLIENT_INIT = 'set -e; mount --bind "$DSR_CLIENT_TMP" /tmp; cd "$DSR_CLIENT_CWD"; exec "$@"'
+# Run in the client's new mount namespace: /tmp is the test's folder $DSR_CLIENT_TMP, with the paths under /tmp
+# in $DSR_CLIENT_KEEP (colon-separated: a checkout or virtualenv cloned under /tmp) bound where they were.
+_CLIENT_INIT = """set -e
+IFS=:
+for path in $DSR_CLIENT_KEEP; do
+    mkdir -p "$DSR_CLIENT_TMP${path#/tmp}"; mount --bind "$path" "$DSR_CLIENT_TMP${path#/tmp}"
+done
+unset IFS
+mount --rbind "$DSR_CLIENT_TMP" /tmp
+cd "$DSR_CLIENT_CWD"
+exec "$@"
+"""
 
 
 def ssh_hosts_available() -> tuple[bool, str]:
@@ -113,7 +123,7 @@ class SSHHosts:
         drop = ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")
         base = {k: v for k, v in os.environ.items() if k not in drop}
         return {**base, "HOME": "/tmp/home", "DSR_CLIENT_TMP": str(self.client_tmp), "DSR_CLIENT_CWD": str(cwd),
-                **(env or {})}
+                "DSR_CLIENT_KEEP": ":".join(_client_kept_paths()), **(env or {})}
 
     def popen_client(self, cmd: Sequence[str], stdout: Any, env: Mapping[str, str] | None = None,
                      cwd: str | os.PathLike[str] = REPO_ROOT) -> subprocess.Popen:
@@ -231,6 +241,18 @@ def _kept_paths() -> list[str]:
         if ":" in path:
             raise RuntimeError(f"cannot keep {path} visible on the SSH test hosts: it contains ':'")
     return paths
+
+
+def _client_kept_paths() -> list[str]:
+    """The checkout and the interpreter, where they live under /tmp (e.g. a clean clone in `mktemp -d`): the
+    client's /tmp is the test's folder, so they stay visible only when bound back in (outermost paths only)."""
+    candidates = sorted({str(REPO_ROOT), sys.prefix, os.path.realpath(sys.base_prefix)})
+    under_tmp = [p for p in candidates if p.startswith("/tmp/")]
+    kept = [p for p in under_tmp if not any(p.startswith(f"{other}/") for other in under_tmp)]
+    for path in kept:
+        if ":" in path:
+            raise RuntimeError(f"cannot keep {path} visible to the SSH test client: it contains ':'")
+    return kept
 
 
 def _keygen(path: Path) -> None:
